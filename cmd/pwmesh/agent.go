@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pwmesh/pwmesh/node"
+)
+
+// newAgentCmd returns `pwmesh agent`: start a node (CONTRACT.md §2).
+func newAgentCmd() *cobra.Command {
+	var (
+		f          = node.Defaults()
+		configFile string
+		join       []string
+		leaseTTL   time.Duration
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Start a pwmesh node",
+		Long: `Start a pwmesh node. With --dev it is a one-node mesh with everything
+embedded that bootstraps itself. Settings come from defaults, then --config,
+then PWMESH_* environment variables, then flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := node.Defaults()
+			if configFile != "" {
+				if err := cfg.LoadFile(configFile); err != nil {
+					return err
+				}
+			}
+			cfg.LoadEnv(os.Getenv)
+			fl := cmd.Flags()
+			changed := fl.Changed
+			if changed("dev") {
+				cfg.Dev = f.Dev
+			}
+			setIf := func(name string, dst *string, v string) {
+				if changed(name) {
+					*dst = v
+				}
+			}
+			setIf("data-dir", &cfg.DataDir, f.DataDir)
+			setIf("http", &cfg.HTTPAddr, f.HTTPAddr)
+			setIf("bind", &cfg.Bind, f.Bind)
+			setIf("voter", &cfg.Voter, f.Voter)
+			setIf("region", &cfg.Region, f.Region)
+			setIf("gpus", &cfg.GPUs, f.GPUs)
+			setIf("executor", &cfg.Executor, f.Executor)
+			setIf("object-store", &cfg.ObjectStore, f.ObjectStore)
+			setIf("cluster-key", &cfg.ClusterKeyFile, f.ClusterKeyFile)
+			setIf("bootstrap-token", &cfg.BootstrapToken, f.BootstrapToken)
+			if changed("gossip-port") {
+				cfg.GossipPort = f.GossipPort
+			}
+			if changed("p2p-port") {
+				cfg.P2PPort = f.P2PPort
+			}
+			if changed("bootstrap-expect") {
+				cfg.BootstrapExpect = f.BootstrapExpect
+			}
+			if changed("slots") {
+				cfg.Slots = f.Slots
+			}
+			if changed("join") {
+				cfg.Join = join
+			}
+			if changed("lease-ttl") {
+				cfg.LeaseTTL = node.Duration(leaseTTL)
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			return runAgent(cmd.Context(), cfg, level, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.Dev, "dev", false, "one node, everything embedded, bootstraps itself")
+	fl.StringVar(&f.DataDir, "data-dir", f.DataDir, "all state of this node ($PWMESH_DATA_DIR)")
+	fl.StringVar(&f.HTTPAddr, "http", f.HTTPAddr, "HOST:PORT of the API ($PWMESH_HTTP)")
+	fl.StringVar(&f.Bind, "bind", "", "address for gossip, p2p and raft; 127.0.0.1 with --dev, else 0.0.0.0 ($PWMESH_BIND)")
+	fl.IntVar(&f.GossipPort, "gossip-port", f.GossipPort, "memberlist port")
+	fl.IntVar(&f.P2PPort, "p2p-port", f.P2PPort, "p2p port (raft rides on it)")
+	fl.StringSliceVar(&join, "join", nil, "gossip addresses HOST:PORT of nodes already in the mesh ($PWMESH_JOIN)")
+	fl.IntVar(&f.BootstrapExpect, "bootstrap-expect", f.BootstrapExpect, "voter-eligible nodes to wait for before bootstrapping Raft (1 with --dev)")
+	fl.StringVar(&f.Voter, "voter", f.Voter, "auto or never (never makes a pure worker)")
+	fl.StringVar(&f.Region, "region", f.Region, "region label ($PWMESH_REGION)")
+	fl.StringVar(&f.GPUs, "gpus", f.GPUs, "auto, none or fake:SPEC such as fake:2xA100-80GB ($PWMESH_GPUS)")
+	fl.StringVar(&f.Executor, "executor", "", "process or docker (default: docker when available, else process)")
+	fl.StringVar(&f.ObjectStore, "object-store", "", "s3://bucket?endpoint=...&region=..., gs://bucket or file:///path ($PWMESH_OBJECT_STORE)")
+	fl.StringVar(&f.ClusterKeyFile, "cluster-key", "", "file with the shared cluster secret ($PWMESH_CLUSTER_KEY)")
+	fl.StringVar(&f.BootstrapToken, "bootstrap-token", "", "admin API key on first bootstrap; generated into <data-dir>/bootstrap-token when empty ($PWMESH_BOOTSTRAP_TOKEN)")
+	fl.StringVar(&configFile, "config", "", "JSON file with the same settings (keys as in the flags, with _ for -)")
+	fl.IntVar(&f.Slots, "slots", 0, "CPU jobs run at once on this node (default: number of CPUs)")
+	fl.DurationVar(&leaseTTL, "lease-ttl", time.Duration(f.LeaseTTL), "job lease length; a runner silent this long loses its job")
+	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
+	if level <= slog.LevelDebug {
+		cfg.LogOutput = stderr
+	}
+	cfg.Version, cfg.Commit = version, commit
+	cfg.Ready = func(info node.Info) {
+		fmt.Fprintf(stdout, "pwmesh node %s is ready\n", info.NodeID)
+		fmt.Fprintf(stdout, "  API:         %s\n", info.APIURL)
+		fmt.Fprintf(stdout, "  Web UI:      %s (not served by this build yet)\n", info.UIURL)
+		if info.TokenFile != "" {
+			abs, err := filepath.Abs(info.TokenFile)
+			if err != nil {
+				abs = info.TokenFile
+			}
+			fmt.Fprintf(stdout, "  Admin token: %s\n", abs)
+			fmt.Fprintf(stdout, "  Try:         export PWMESH_ADDR=%s PWMESH_TOKEN=$(cat %s); pwmesh nodes\n", info.APIURL, abs)
+		} else {
+			fmt.Fprintf(stdout, "  Admin token: the --bootstrap-token you gave\n")
+		}
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return n.Run(ctx)
+}

@@ -1,0 +1,230 @@
+// Command pwmesh is the one pwmesh binary: `pwmesh agent` starts a node, and
+// the other subcommands (job, dataset, nodes, usage, key, bundle, version)
+// are the client CLI of CONTRACT.md §5, talking to the node at $PWMESH_ADDR
+// with the API key in $PWMESH_TOKEN.
+//
+// Every client command prints a human table or text by default and the API's
+// JSON with --json. Errors go to stderr as "pwmesh: <message>"; a failure
+// exits 1, a usage error 2.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pwmesh/pwmesh/web/client"
+)
+
+const (
+	envAddr     = "PWMESH_ADDR"
+	envToken    = "PWMESH_TOKEN"
+	defaultAddr = "http://127.0.0.1:8080"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// app is one invocation of the CLI: its streams, environment and the
+// persistent flags. Nothing in it outlives run.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	env            func(string) string
+
+	addr, token string // flags; empty: from the environment
+	json        bool
+}
+
+// run executes the command line args and returns the exit status: 0 on
+// success, 1 on failure, 2 on a usage error.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
+	if env == nil {
+		env = func(string) string { return "" }
+	}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	var exit *exitError
+	if errors.As(err, &exit) {
+		return exit.code
+	}
+	var rerr *runError
+	if errors.As(err, &rerr) {
+		a.printError(rerr.err)
+		return 1
+	}
+	// Anything else comes from cobra (flags, arguments, unknown commands)
+	// or is a usageError of ours.
+	fmt.Fprintf(stderr, "pwmesh: %v\n", err)
+	if cmd == nil {
+		cmd = root
+	}
+	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	return 2
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pwmesh",
+		Short: "Run computational-imaging jobs on a mesh of GPU nodes",
+		Long: "pwmesh runs calibration and reconstruction jobs on a mesh of GPU nodes.\n\n" +
+			"`pwmesh agent` starts a node; the other commands talk to the node at\n" +
+			"$" + envAddr + " (default " + defaultAddr + ") with the API key in $" + envToken + ".",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       version,
+	}
+	root.SetVersionTemplate(`{{.Name}} {{.Version}}` + "\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", "", "node API address (env "+envAddr+", default "+defaultAddr+")")
+	pf.StringVar(&a.token, "token", "", "API key (env "+envToken+")")
+	pf.BoolVar(&a.json, "json", false, "print JSON instead of human output")
+
+	root.AddCommand(
+		newAgentCmd(),
+		newWorkloadCmd(),
+		a.jobCmd(),
+		a.datasetCmd(),
+		a.nodesCmd(),
+		a.usageCmd(),
+		a.keyCmd(),
+		a.bundleCmd(),
+		a.versionCmd(),
+	)
+	tagRunErrors(root)
+	return root
+}
+
+// addrValue is the node address: --addr, else $PWMESH_ADDR, else the default.
+func (a *app) addrValue() string {
+	switch {
+	case a.addr != "":
+		return a.addr
+	case a.env(envAddr) != "":
+		return a.env(envAddr)
+	}
+	return defaultAddr
+}
+
+// client returns an API client for the selected node and key.
+func (a *app) client() *client.Client {
+	token := a.token
+	if token == "" {
+		token = a.env(envToken)
+	}
+	// No overall timeout: logs follow and bundles are large; ctx ends calls.
+	return client.New(a.addrValue(), token, client.WithHTTPClient(&http.Client{}))
+}
+
+// printError writes "pwmesh: <message>" and, for errors a user can fix
+// from here, a hint.
+func (a *app) printError(err error) {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "pwmesh: ") {
+		msg = "pwmesh: " + msg
+	}
+	fmt.Fprintln(a.stderr, msg)
+	var apiErr *client.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
+		fmt.Fprintln(a.stderr, "hint: set "+envToken+" to an API key; the admin token of a dev node is in <data-dir>/bootstrap-token")
+	case errors.Is(err, syscall.ECONNREFUSED):
+		fmt.Fprintf(a.stderr, "hint: is a node running at %s ($%s)? start one with `pwmesh agent --dev`\n", a.addrValue(), envAddr)
+	}
+}
+
+// runError marks an error returned by a command's RunE: a failure, exit 1.
+type runError struct{ err error }
+
+func (e *runError) Error() string { return e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
+
+// usageError is a mistake in the command line: exit 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError ends the command with code after the command has said why.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// tagRunErrors wraps every RunE in the tree so that its failures are told
+// apart from cobra's usage errors.
+func tagRunErrors(c *cobra.Command) {
+	if f := c.RunE; f != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			err := f(cmd, args)
+			var u usageError
+			var x *exitError
+			if err == nil || errors.As(err, &u) || errors.As(err, &x) {
+				return err
+			}
+			return &runError{err}
+		}
+	}
+	for _, sub := range c.Commands() {
+		tagRunErrors(sub)
+	}
+}
+
+// groupCmd returns a command that only holds subcommands: run without one
+// (or with an unknown one) it is a usage error.
+func groupCmd(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q (one of: %s)", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+			}
+			return usagef("%q needs a subcommand (one of: %s)", cmd.CommandPath(), strings.Join(names, ", "))
+		},
+	}
+}
+
+// args checks the number of positional arguments and names them in the error.
+func args(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, got []string) error {
+		if len(got) != len(names) {
+			return usagef("%s takes %d argument(s): %s (got %d)", cmd.CommandPath(), len(names), strings.Join(names, " "), len(got))
+		}
+		for i, v := range got {
+			if strings.TrimSpace(v) == "" {
+				return usagef("%s: %s must not be empty", cmd.CommandPath(), names[i])
+			}
+		}
+		return nil
+	}
+}

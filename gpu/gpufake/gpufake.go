@@ -1,0 +1,58 @@
+// Package gpufake simulates GPUs from a spec such as "2xA100-80GB" or
+// "1xT4-16GB,1xH100-80GB", so that placement, isolation and the API can be
+// exercised on machines without GPUs.
+package gpufake
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pwmesh/pwmesh/gpu"
+)
+
+var item = regexp.MustCompile(`^([1-9][0-9]?)x([A-Za-z][A-Za-z0-9]*)-([1-9][0-9]{0,3})GB$`)
+
+// Inventory is a fixed set of simulated devices.
+type Inventory struct{ devs []gpu.Device }
+
+// Parse reads a spec: comma-separated COUNTxMODEL-MEMGB items. seed makes
+// the UUIDs unique per node (use the node ID).
+func Parse(spec, seed string) (*Inventory, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, fmt.Errorf("gpufake: empty spec; want e.g. 2xA100-80GB or 1xT4-16GB,1xH100-80GB")
+	}
+	inv := &Inventory{}
+	for _, part := range strings.Split(spec, ",") {
+		m := item.FindStringSubmatch(strings.TrimSpace(part))
+		if m == nil {
+			return nil, fmt.Errorf("gpufake: bad item %q; want COUNTxMODEL-MEMGB, e.g. 2xA100-80GB", part)
+		}
+		n, _ := strconv.Atoi(m[1])
+		mem, _ := strconv.Atoi(m[3])
+		for range n {
+			i := len(inv.devs)
+			if i >= 64 {
+				return nil, fmt.Errorf("gpufake: more than 64 devices")
+			}
+			inv.devs = append(inv.devs, gpu.Device{
+				Index:    i,
+				UUID:     fmt.Sprintf("GPU-fake-%s-%d", seed, i),
+				Model:    m[2] + "-" + m[3] + "GB",
+				MemoryMB: mem * 1024,
+				Healthy:  true,
+			})
+		}
+	}
+	return inv, nil
+}
+
+// Devices returns the simulated devices.
+func (v *Inventory) Devices(context.Context) ([]gpu.Device, error) {
+	out := make([]gpu.Device, len(v.devs))
+	copy(out, v.devs)
+	return out, nil
+}

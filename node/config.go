@@ -1,0 +1,216 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// Config is everything a node is started with (CONTRACT.md §2). The zero
+// value is not valid; start from Defaults.
+type Config struct {
+	Dev             bool     `json:"dev"`
+	DataDir         string   `json:"data_dir"`
+	HTTPAddr        string   `json:"http"`
+	Bind            string   `json:"bind"`
+	GossipPort      int      `json:"gossip_port"`
+	P2PPort         int      `json:"p2p_port"`
+	Join            []string `json:"join"`
+	BootstrapExpect int      `json:"bootstrap_expect"`
+	Voter           string   `json:"voter"` // auto | never
+	Region          string   `json:"region"`
+	GPUs            string   `json:"gpus"`     // auto | none | fake:SPEC
+	Executor        string   `json:"executor"` // "" (auto) | process | docker
+	ObjectStore     string   `json:"object_store"`
+	ClusterKeyFile  string   `json:"cluster_key"`
+	BootstrapToken  string   `json:"bootstrap_token"`
+	// Slots is how many CPU jobs run at once here (default: number of CPUs).
+	Slots int `json:"slots"`
+	// LeaseTTL is the job lease length (default 15 s).
+	LeaseTTL Duration `json:"lease_ttl"`
+	// MaxUploadBytes bounds one dataset upload (default 1 GiB).
+	MaxUploadBytes int64 `json:"max_upload_bytes"`
+
+	// Set by the binary, not by users.
+	Version   string          `json:"-"`
+	Commit    string          `json:"-"`
+	Logger    *slog.Logger    `json:"-"`
+	LogOutput io.Writer       `json:"-"` // Raft's own log lines
+	Clock     scheduler.Clock `json:"-"`
+	Binary    string          `json:"-"` // the pwmesh executable for child processes
+	Ready     func(Info)      `json:"-"` // called once the node serves
+	ChildArgs []string        `json:"-"` // tests re-enter a test binary
+}
+
+// Duration is a time.Duration read from a string such as "15s" in files.
+type Duration time.Duration
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"15s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Info is what Ready reports.
+type Info struct {
+	NodeID    string
+	APIURL    string
+	UIURL     string
+	TokenFile string // where the bootstrap admin token is, if this node wrote or read it
+}
+
+// Defaults returns the documented defaults (CONTRACT.md §2).
+func Defaults() Config {
+	return Config{
+		DataDir:         "./pwmesh-data",
+		HTTPAddr:        "127.0.0.1:8080",
+		GossipPort:      7946,
+		P2PPort:         4001,
+		BootstrapExpect: 3,
+		Voter:           "auto",
+		Region:          "local",
+		GPUs:            "auto",
+		LeaseTTL:        Duration(15 * time.Second),
+		MaxUploadBytes:  1 << 30,
+	}
+}
+
+// LoadFile merges a JSON config file into c: keys present in the file
+// override c, unknown keys are refused.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Env names of CONTRACT.md §2.
+const (
+	EnvDataDir        = "PWMESH_DATA_DIR"
+	EnvHTTP           = "PWMESH_HTTP"
+	EnvBind           = "PWMESH_BIND"
+	EnvJoin           = "PWMESH_JOIN"
+	EnvRegion         = "PWMESH_REGION"
+	EnvGPUs           = "PWMESH_GPUS"
+	EnvObjectStore    = "PWMESH_OBJECT_STORE"
+	EnvClusterKey     = "PWMESH_CLUSTER_KEY"
+	EnvBootstrapToken = "PWMESH_BOOTSTRAP_TOKEN"
+)
+
+// LoadEnv merges the PWMESH_* environment into c.
+func (c *Config) LoadEnv(getenv func(string) string) {
+	set := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.DataDir, EnvDataDir)
+	set(&c.HTTPAddr, EnvHTTP)
+	set(&c.Bind, EnvBind)
+	set(&c.Region, EnvRegion)
+	set(&c.GPUs, EnvGPUs)
+	set(&c.ObjectStore, EnvObjectStore)
+	set(&c.ClusterKeyFile, EnvClusterKey)
+	set(&c.BootstrapToken, EnvBootstrapToken)
+	if v := getenv(EnvJoin); v != "" {
+		c.Join = splitList(v)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks c and fills the defaults that depend on other settings.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if c.DataDir == "" {
+		bad("--data-dir must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("--http %q: want HOST:PORT", c.HTTPAddr)
+	}
+	if c.Bind == "" {
+		c.Bind = "0.0.0.0"
+		if c.Dev {
+			c.Bind = "127.0.0.1"
+		}
+	}
+	if net.ParseIP(c.Bind) == nil {
+		bad("--bind %q: want an IP address", c.Bind)
+	}
+	for name, p := range map[string]int{"--gossip-port": c.GossipPort, "--p2p-port": c.P2PPort} {
+		if p < 0 || p > 65535 {
+			bad("%s %d: want 0-65535", name, p)
+		}
+	}
+	if c.Dev && c.BootstrapExpect == Defaults().BootstrapExpect {
+		c.BootstrapExpect = 1
+	}
+	if c.BootstrapExpect < 1 || c.BootstrapExpect > 7 {
+		bad("--bootstrap-expect %d: want 1 to 7", c.BootstrapExpect)
+	}
+	if c.Voter != "auto" && c.Voter != "never" {
+		bad("--voter %q: want auto or never", c.Voter)
+	}
+	if c.Region == "" || strings.ContainsAny(c.Region, " \t\r\n/") {
+		bad("--region %q: want a label without spaces or slashes", c.Region)
+	}
+	if c.GPUs != "auto" && c.GPUs != "none" && !strings.HasPrefix(c.GPUs, "fake:") {
+		bad("--gpus %q: want auto, none or fake:SPEC (e.g. fake:2xA100-80GB)", c.GPUs)
+	}
+	switch c.Executor {
+	case "", "process", "docker":
+	default:
+		bad("--executor %q: want process or docker", c.Executor)
+	}
+	if c.ObjectStore != "" {
+		u, err := url.Parse(c.ObjectStore)
+		if err != nil || (u.Scheme != "s3" && u.Scheme != "gs" && u.Scheme != "file") {
+			bad("--object-store %q: want s3://bucket?..., gs://bucket or file:///path", c.ObjectStore)
+		}
+	}
+	if c.Slots < 0 {
+		bad("--slots %d: must not be negative", c.Slots)
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = Defaults().LeaseTTL
+	}
+	if c.MaxUploadBytes <= 0 {
+		c.MaxUploadBytes = Defaults().MaxUploadBytes
+	}
+	if !c.Dev && (len(c.Join) > 0 || c.BootstrapExpect > 1) {
+		bad("joining a multi-node mesh (--join, --bootstrap-expect %d) is not available in this build yet: run a single node with --dev or --bootstrap-expect 1", c.BootstrapExpect)
+	}
+	return errors.Join(errs...)
+}

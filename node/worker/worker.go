@@ -1,0 +1,568 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/cas/bundle"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// State is what the worker reads of the replicated state.
+type State interface {
+	Jobs(q scheduler.JobFilter) ([]scheduler.Job, uint64)
+	Job(id string) (scheduler.Job, bool)
+	Dataset(id string) (scheduler.Dataset, bool)
+	Operator(key string) (scheduler.BundleRef, bool)
+	Watch() <-chan struct{}
+}
+
+// Writer commits commands (forwarded to the leader).
+type Writer interface {
+	Apply(ctx context.Context, c scheduler.Command) (any, error)
+}
+
+// OperatorKeyFunc names the compiled operator a job will use, or "" when it
+// uses none; dataset is the job's input dataset (nil for none).
+type OperatorKeyFunc func(jobType string, params json.RawMessage, dataset []byte) (string, error)
+
+// Config configures a Worker.
+type Config struct {
+	NodeID      string // required
+	Incarnation string // required: this process's identity in leases
+	Dir         string // required: job directories live here
+	LogDir      string // required: one <job id>.log per job, kept
+	// LeaseTTL is the scheduler's lease length; the lease is renewed every
+	// third of it (default 15 s).
+	LeaseTTL time.Duration
+	// MaxOutputBytes bounds what one job may write to output/ (default 4 GiB).
+	MaxOutputBytes int64
+	// KeepJobDirs leaves job directories in place for debugging.
+	KeepJobDirs bool
+	// Tick is how often the worker looks at the state without a change
+	// notification (default 1 s).
+	Tick time.Duration
+	// OperatorKey enables the compiled-operator cache (nil: no cache).
+	OperatorKey OperatorKeyFunc
+	// Version and Commit go into each bundle's provenance.
+	Version, Commit string
+	Clock           scheduler.Clock
+	Logger          *slog.Logger
+	NewID           func(prefix string) string // required
+}
+
+// Reasons a run is stopped; they decide what is reported.
+var (
+	errLeaseLost = errors.New("lease lost")
+	errCancelled = errors.New("cancelled by request")
+	errShutdown  = errors.New("node shutting down")
+)
+
+type run struct {
+	token  uint64
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// Worker runs the jobs leased to this node.
+type Worker struct {
+	cfg   Config
+	state State
+	w     Writer
+	store cas.Store
+	exec  Executor
+
+	mu      sync.Mutex
+	running map[string]*run
+	wg      sync.WaitGroup
+	poke    chan struct{}
+}
+
+// New validates cfg and returns a worker ready to Run.
+func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Worker, error) {
+	if cfg.NodeID == "" || cfg.Incarnation == "" || cfg.Dir == "" || cfg.LogDir == "" || cfg.NewID == nil {
+		return nil, errors.New("worker: NodeID, Incarnation, Dir, LogDir and NewID are required")
+	}
+	if state == nil || w == nil || store == nil || exec == nil {
+		return nil, errors.New("worker: state, writer, store and executor are required")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.MaxOutputBytes <= 0 {
+		cfg.MaxOutputBytes = 4 << 30
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = scheduler.SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{cfg: cfg, state: state, w: w, store: store, exec: exec,
+		running: map[string]*run{}, poke: make(chan struct{}, 1)}, nil
+}
+
+// Executor returns the executor's name.
+func (w *Worker) Executor() string { return w.exec.Name() }
+
+// Running is the number of jobs running here now.
+func (w *Worker) Running() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.running)
+}
+
+// Run starts and stops jobs as the state says until ctx ends; then it stops
+// every running job, hands each back to the queue and waits for them.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := os.MkdirAll(w.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if err := os.MkdirAll(w.cfg.LogDir, 0o700); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	t := time.NewTicker(w.cfg.Tick)
+	defer t.Stop()
+	for {
+		changed := w.state.Watch()
+		w.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			w.stopAll()
+			return nil
+		case <-changed:
+		case <-w.poke:
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) stopAll() {
+	w.mu.Lock()
+	for _, r := range w.running {
+		r.cancel(errShutdown)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+func (w *Worker) reconcile(ctx context.Context) {
+	jobs, _ := w.state.Jobs(scheduler.JobFilter{State: scheduler.StateRunning, Node: w.cfg.NodeID})
+	mine := map[string]scheduler.Job{}
+	for _, j := range jobs {
+		if j.Lease != nil && j.Lease.Node == w.cfg.NodeID && j.Lease.Incarnation == w.cfg.Incarnation {
+			mine[j.ID] = j
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, r := range w.running {
+		j, ok := mine[id]
+		switch {
+		case !ok || j.Lease.Token != r.token:
+			r.cancel(errLeaseLost)
+		case j.CancelRequested:
+			r.cancel(errCancelled)
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	for _, id := range slices.Sorted(maps.Keys(mine)) {
+		if _, ok := w.running[id]; ok {
+			continue
+		}
+		j := mine[id]
+		rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+		r := &run{token: j.Lease.Token, cancel: cancel, done: make(chan struct{})}
+		w.running[id] = r
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			defer close(r.done)
+			w.execute(rctx, j)
+			cancel(nil)
+			w.mu.Lock()
+			if w.running[j.ID] == r {
+				delete(w.running, j.ID)
+			}
+			w.mu.Unlock()
+			select {
+			case w.poke <- struct{}{}:
+			default:
+			}
+		}()
+	}
+}
+
+// LogPath is where a job's log lives on this node.
+func (w *Worker) LogPath(jobID string) string {
+	return filepath.Join(w.cfg.LogDir, jobID+".log")
+}
+
+// OpenLog opens a job's log; an error wrapping fs.ErrNotExist when there is
+// none on this node.
+func (w *Worker) OpenLog(jobID string) (io.ReadCloser, error) {
+	if strings.ContainsAny(jobID, `/\`) || strings.Contains(jobID, "..") {
+		return nil, fmt.Errorf("worker: log %q: %w", jobID, os.ErrNotExist)
+	}
+	return os.Open(w.LogPath(jobID))
+}
+
+// execute runs one leased job to its end and reports the outcome.
+func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
+	log := w.cfg.Logger.With("job_id", j.ID, "token", j.Lease.Token)
+	lf, err := os.OpenFile(w.LogPath(j.ID), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		log.Error("worker: open job log", "err", err)
+		w.complete(ctx, j, scheduler.StateFailed, nil, &scheduler.JobError{Code: "internal", Message: "cannot open job log"})
+		return
+	}
+	defer lf.Close()
+	logw := &lockedWriter{w: lf}
+	started := w.cfg.Clock.Now()
+	fmt.Fprintf(logw, "== %s attempt %d on node %s (lease %d) at %s ==\n", j.ID, j.Attempts, w.cfg.NodeID, j.Lease.Token, started.Format(time.RFC3339))
+	log.Info("job started", "node_id", w.cfg.NodeID, "type", j.Type, "attempt", j.Attempts)
+
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		w.renew(ctx, j)
+	}()
+	defer func() { <-renewDone }()
+
+	root := filepath.Join(w.cfg.Dir, fmt.Sprintf("%s-%d", j.ID, j.Lease.Token))
+	if !w.cfg.KeepJobDirs {
+		defer os.RemoveAll(root)
+	}
+	opKey, jerr := w.prepare(ctx, root, j)
+	if jerr != nil {
+		fmt.Fprintf(logw, "error: %s\n", jerr.Message)
+		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		return
+	}
+	timeout := time.Duration(j.Timeout)
+	if j.StartedAt != nil {
+		timeout = j.StartedAt.Add(time.Duration(j.Timeout)).Sub(started)
+	}
+	if timeout <= 0 {
+		timeout = time.Millisecond
+	}
+	var gpus []string
+	if j.Lease != nil {
+		for _, g := range j.Lease.GPUs {
+			gpus = append(gpus, fmt.Sprint(g))
+		}
+	}
+	err = w.exec.Run(ctx, Task{JobID: j.ID, Root: root, Timeout: timeout, Log: logw, GPUs: gpus, Image: j.Image})
+	finished := w.cfg.Clock.Now()
+	fmt.Fprintf(logw, "== ended after %.3fs: %v ==\n", finished.Sub(started).Seconds(), outcomeText(err, ctx))
+	switch {
+	case context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), context.Canceled):
+		w.stopped(j, log, context.Cause(ctx))
+		return
+	case errors.Is(err, ErrTimeout):
+		w.finish(ctx, j, log, scheduler.StateTimedOut, nil, &scheduler.JobError{Code: "timed_out", Message: fmt.Sprintf("stopped after its timeout of %s", time.Duration(j.Timeout))})
+		return
+	case err != nil:
+		jerr := &scheduler.JobError{Code: "workload_failed", Message: err.Error()}
+		if ce := readChildError(root); ce != nil {
+			jerr = &scheduler.JobError{Code: ce.Code, Message: ce.Message}
+		}
+		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		return
+	}
+	res, jerr := w.collect(ctx, root, j, opKey, started, finished)
+	if jerr != nil {
+		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		return
+	}
+	w.finish(ctx, j, log, scheduler.StateSucceeded, res, nil)
+}
+
+func outcomeText(err error, ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c.Error()
+	}
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+// stopped handles a run stopped from outside: a cancel request is reported,
+// a lost lease is dropped (the FSM would refuse it anyway), a shutdown hands
+// the job back.
+func (w *Worker) stopped(j scheduler.Job, log *slog.Logger, cause error) {
+	switch {
+	case errors.Is(cause, errCancelled):
+		w.finish(context.Background(), j, log, scheduler.StateCancelled, nil, &scheduler.JobError{Code: "cancelled", Message: "cancelled by request"})
+	case errors.Is(cause, errShutdown):
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := w.w.Apply(ctx, &scheduler.RequeueJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token,
+			Reason: fmt.Sprintf("node %s shut down while running it; requeued", w.cfg.NodeID)})
+		if err != nil {
+			log.Warn("worker: hand back on shutdown", "err", err)
+			return
+		}
+		log.Info("job handed back", "node_id", w.cfg.NodeID)
+	default:
+		log.Info("job stopped: lease lost", "node_id", w.cfg.NodeID)
+	}
+}
+
+// renew extends the lease every third of its TTL until ctx ends. A refused
+// renewal means the lease is gone: the run is stopped.
+func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
+	t := time.NewTicker(w.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := w.cfg.Clock.Now()
+		actx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL/3)
+		_, err := w.w.Apply(actx, &scheduler.RenewLease{At: now, JobID: j.ID, Token: j.Lease.Token, ExpiresAt: now.Add(w.cfg.LeaseTTL)})
+		cancel()
+		if errors.Is(err, scheduler.ErrStaleToken) || errors.Is(err, scheduler.ErrNotFound) {
+			w.mu.Lock()
+			if r, ok := w.running[j.ID]; ok && r.token == j.Lease.Token {
+				r.cancel(errLeaseLost)
+			}
+			w.mu.Unlock()
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Warn("worker: renew lease", "job_id", j.ID, "err", err)
+		}
+	}
+}
+
+// prepare lays out the job directory: job.json, the dataset and, when the
+// shared cache has it, the compiled operator.
+func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (string, *scheduler.JobError) {
+	internal := func(err error) (string, *scheduler.JobError) {
+		w.cfg.Logger.Error("worker: prepare", "job_id", j.ID, "err", err)
+		return "", &scheduler.JobError{Code: "internal", Message: "could not prepare the job directory: " + err.Error()}
+	}
+	_ = os.RemoveAll(root)
+	for _, d := range []string{InputDir, OutputDir, ExportDir} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return internal(err)
+		}
+	}
+	spec := JobSpec{ID: j.ID, Type: j.Type, Params: j.Params, Dataset: j.Dataset, Attempt: j.Attempts}
+	if err := writeJSON(filepath.Join(root, JobFile), spec); err != nil {
+		return internal(err)
+	}
+	var data []byte
+	if j.Dataset != "" {
+		d, ok := w.state.Dataset(j.Dataset)
+		if !ok {
+			return "", &scheduler.JobError{Code: "dataset_missing", Message: fmt.Sprintf("dataset %s no longer exists", j.Dataset)}
+		}
+		b, err := w.readBlob(ctx, d.CID)
+		if err != nil {
+			return "", &scheduler.JobError{Code: "dataset_unavailable", Message: fmt.Sprintf("dataset %s: %v", j.Dataset, err)}
+		}
+		if err := os.WriteFile(filepath.Join(root, InputDir, DatasetFile), b, 0o444); err != nil {
+			return internal(err)
+		}
+		data = b
+	}
+	if w.cfg.OperatorKey == nil || j.Image != "" {
+		return "", nil
+	}
+	key, err := w.cfg.OperatorKey(j.Type, j.Params, data)
+	if err != nil || key == "" {
+		// The workload itself reports bad params or data; no cache then.
+		return "", nil
+	}
+	if ref, ok := w.state.Operator(key); ok {
+		if b, err := w.readBlob(ctx, ref.CID); err == nil {
+			if err := os.WriteFile(filepath.Join(root, InputDir, OperatorBin), b, 0o444); err != nil {
+				return internal(err)
+			}
+		}
+	}
+	return key, nil
+}
+
+func (w *Worker) readBlob(ctx context.Context, s string) ([]byte, error) {
+	c, err := cas.ParseCID(s)
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.store.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// result is what a successful run reports.
+type result struct {
+	metrics  map[string]any
+	bundle   cas.Ref
+	dataset  *scheduler.Dataset
+	operator *scheduler.OperatorEntry
+}
+
+// collect packs output/ into a RunBundle and stores it with the side
+// outputs of export/.
+func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKey string, started, finished time.Time) (*result, *scheduler.JobError) {
+	files, err := readOutput(filepath.Join(root, OutputDir), w.cfg.MaxOutputBytes)
+	if err != nil {
+		return nil, &scheduler.JobError{Code: "invalid_output", Message: err.Error()}
+	}
+	var m bundle.Manifest
+	if b, ok := files[bundle.ManifestName]; ok {
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, &scheduler.JobError{Code: "invalid_output", Message: "runbundle_manifest.json: " + err.Error()}
+		}
+		delete(files, bundle.ManifestName)
+	}
+	if m.SpecID == "" {
+		m.SpecID = j.Type
+	}
+	if m.Metrics == nil {
+		m.Metrics = map[string]any{}
+	}
+	if _, ok := m.Metrics["runtime_s"]; !ok {
+		m.Metrics["runtime_s"] = finished.Sub(started).Seconds()
+	}
+	m.Version = bundle.Version
+	m.Timestamp = finished.UTC().Format(time.RFC3339)
+	m.Provenance.GitHash = w.cfg.Commit
+	m.Provenance.Platform = runtime.GOOS + "/" + runtime.GOARCH
+	m.Provenance.PWMVersion = "pwmesh-" + w.cfg.Version
+	var gpus []string
+	for _, g := range j.Lease.GPUs {
+		gpus = append(gpus, fmt.Sprint(g))
+	}
+	m.Execution = bundle.Execution{
+		JobID: j.ID, JobType: j.Type, Tenant: j.Tenant, Node: w.cfg.NodeID, GPUs: gpus, Image: j.Image,
+		Executor: w.exec.Name(), Attempts: j.Attempts, FencingToken: j.Lease.Token,
+		StartedAt: started.UTC(), FinishedAt: finished.UTC(),
+	}
+	built, err := bundle.Build(m, files)
+	if err != nil {
+		return nil, &scheduler.JobError{Code: "invalid_output", Message: err.Error()}
+	}
+	ref, err := w.store.Put(ctx, bytes.NewReader(built.Data))
+	if err != nil {
+		return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the RunBundle: " + err.Error()}
+	}
+	res := &result{metrics: built.Manifest.Metrics, bundle: ref}
+	exp := filepath.Join(root, ExportDir)
+	if f, err := os.Open(filepath.Join(exp, DatasetFile)); err == nil {
+		dref, err := w.store.Put(ctx, f)
+		f.Close()
+		if err != nil {
+			return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the dataset: " + err.Error()}
+		}
+		name, _ := os.ReadFile(filepath.Join(exp, DatasetNameFile))
+		n := strings.TrimSpace(string(name))
+		if n == "" {
+			n = j.ID + ".npz"
+		}
+		res.dataset = &scheduler.Dataset{ID: w.cfg.NewID("ds_"), Tenant: j.Tenant, Name: n, CID: dref.CID.String(),
+			SHA256: dref.SHA256, Size: dref.Size, CreatedAt: finished.UTC(), Job: j.ID}
+	}
+	if f, err := os.Open(filepath.Join(exp, OperatorBin)); err == nil {
+		key, _ := os.ReadFile(filepath.Join(exp, OperatorKeyFile))
+		oref, err := w.store.Put(ctx, f)
+		f.Close()
+		if err == nil && len(key) > 0 && (opKey == "" || string(key) == opKey) {
+			res.operator = &scheduler.OperatorEntry{Key: string(key), Ref: toBundleRef(oref)}
+		}
+	}
+	return res, nil
+}
+
+func toBundleRef(r cas.Ref) scheduler.BundleRef {
+	return scheduler.BundleRef{CID: r.CID.String(), SHA256: r.SHA256, Size: r.Size}
+}
+
+// finish reports the outcome through Raft with the lease's token, retrying
+// while no leader answers, for at most a lease period.
+func (w *Worker) finish(ctx context.Context, j scheduler.Job, log *slog.Logger, st string, res *result, jerr *scheduler.JobError) {
+	c := &scheduler.CompleteJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, State: st, Error: jerr}
+	if res != nil {
+		c.Metrics = res.metrics
+		b := toBundleRef(res.bundle)
+		c.RunBundle = &b
+		c.Operator = res.operator
+		if res.dataset != nil {
+			c.Dataset = res.dataset
+			c.Outputs = map[string]string{"dataset": res.dataset.ID}
+		}
+	}
+	w.complete(ctx, j, st, c, jerr)
+	_ = log
+}
+
+func (w *Worker) complete(ctx context.Context, j scheduler.Job, st string, c *scheduler.CompleteJob, jerr *scheduler.JobError) {
+	if c == nil {
+		c = &scheduler.CompleteJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, State: st, Error: jerr}
+	}
+	deadline := time.NewTimer(w.cfg.LeaseTTL)
+	defer deadline.Stop()
+	retry := time.NewTicker(w.cfg.LeaseTTL / 20)
+	defer retry.Stop()
+	for {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.LeaseTTL/3)
+		_, err := w.w.Apply(actx, c)
+		cancel()
+		switch {
+		case err == nil:
+			w.cfg.Logger.Info("job finished", "job_id", j.ID, "state", st, "node_id", w.cfg.NodeID)
+			return
+		case errors.Is(err, scheduler.ErrStaleToken), errors.Is(err, scheduler.ErrNotFound):
+			w.cfg.Logger.Warn("job result refused: lease no longer held", "job_id", j.ID, "err", err)
+			return
+		case !errors.Is(err, scheduler.ErrNotLeader) && !errors.Is(err, scheduler.ErrNoLeader):
+			w.cfg.Logger.Error("job result not recorded", "job_id", j.ID, "err", err)
+			return
+		}
+		select {
+		case <-deadline.C:
+			w.cfg.Logger.Error("job result not recorded: no leader", "job_id", j.ID)
+			return
+		case <-retry.C:
+		}
+	}
+}
+
+// lockedWriter serialises writes of the child's stdout and stderr and ours.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

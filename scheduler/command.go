@@ -1,0 +1,242 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// CommandType is the first byte of every Raft log entry. Values are never
+// reused; an FSM that meets an unknown type refuses to apply it.
+type CommandType uint8
+
+// Command types.
+const (
+	CmdCreateKey       CommandType = 1
+	CmdRegisterDataset CommandType = 2
+	CmdDeleteDataset   CommandType = 3
+	CmdSubmitJob       CommandType = 4
+	CmdAssignJob       CommandType = 5
+	CmdRenewLease      CommandType = 6
+	CmdCompleteJob     CommandType = 7
+	CmdCancelJob       CommandType = 8
+	CmdRequeueJob      CommandType = 9
+	CmdRegisterNode    CommandType = 10
+	CmdSetNodeState    CommandType = 11
+	CmdPutOperator     CommandType = 12
+)
+
+func (t CommandType) String() string {
+	switch t {
+	case CmdCreateKey:
+		return "create_key"
+	case CmdRegisterDataset:
+		return "register_dataset"
+	case CmdDeleteDataset:
+		return "delete_dataset"
+	case CmdSubmitJob:
+		return "submit_job"
+	case CmdAssignJob:
+		return "assign_job"
+	case CmdRenewLease:
+		return "renew_lease"
+	case CmdCompleteJob:
+		return "complete_job"
+	case CmdCancelJob:
+		return "cancel_job"
+	case CmdRequeueJob:
+		return "requeue_job"
+	case CmdRegisterNode:
+		return "register_node"
+	case CmdSetNodeState:
+		return "set_node_state"
+	case CmdPutOperator:
+		return "put_operator"
+	}
+	return fmt.Sprintf("command(%d)", uint8(t))
+}
+
+// Sentinel errors returned by Apply (wrapped with context).
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrInvalid      = errors.New("invalid")
+	ErrStaleToken   = errors.New("stale fencing token")
+	ErrUnknownCmd   = errors.New("unknown command type")
+	ErrNotLeader    = errors.New("not the leader")
+	ErrNoLeader     = errors.New("no leader")
+	ErrPayloadBytes = errors.New("malformed command payload")
+)
+
+// Command is one typed write. The proposer stamps every time and ID into it
+// so that Apply reads nothing but the entry.
+type Command interface {
+	Type() CommandType
+}
+
+// CreateKey stores a hashed API key, creating its tenant if needed.
+type CreateKey struct {
+	At  time.Time `json:"at"`
+	Key APIKey    `json:"key"`
+}
+
+// RegisterDataset records a dataset already stored in the CAS.
+type RegisterDataset struct {
+	At      time.Time `json:"at"`
+	Dataset Dataset   `json:"dataset"`
+}
+
+// DeleteDataset removes a tenant's dataset record.
+type DeleteDataset struct {
+	At     time.Time `json:"at"`
+	Tenant string    `json:"tenant"`
+	ID     string    `json:"id"`
+}
+
+// SubmitJob queues a job. A repeated IdempotencyKey of the same tenant
+// returns the job it first created.
+type SubmitJob struct {
+	At             time.Time `json:"at"`
+	Job            Job       `json:"job"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+}
+
+// AssignJob starts a queued job on a node under a lease. The fencing token
+// is the Raft index of this entry.
+type AssignJob struct {
+	At          time.Time `json:"at"`
+	JobID       string    `json:"job_id"`
+	Node        string    `json:"node"`
+	Incarnation string    `json:"incarnation"`
+	GPUs        []int     `json:"gpus,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// RenewLease extends a running job's lease.
+type RenewLease struct {
+	At        time.Time `json:"at"`
+	JobID     string    `json:"job_id"`
+	Token     uint64    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CompleteJob ends a running job. It is refused unless Token is the job's
+// current fencing token.
+type CompleteJob struct {
+	At        time.Time         `json:"at"`
+	JobID     string            `json:"job_id"`
+	Token     uint64            `json:"token"`
+	State     string            `json:"state"`
+	Metrics   map[string]any    `json:"metrics,omitempty"`
+	RunBundle *BundleRef        `json:"runbundle,omitempty"`
+	Outputs   map[string]string `json:"outputs,omitempty"`
+	Error     *JobError         `json:"error,omitempty"`
+	// Dataset is registered with the completion (generate_dataset).
+	Dataset *Dataset `json:"dataset,omitempty"`
+	// Operator, when set, records a compiled operator built by this job.
+	Operator *OperatorEntry `json:"operator,omitempty"`
+}
+
+// CancelJob cancels a queued job at once and asks a running one to stop.
+type CancelJob struct {
+	At     time.Time `json:"at"`
+	Tenant string    `json:"tenant"`
+	JobID  string    `json:"job_id"`
+}
+
+// RequeueJob hands a running job back to the queue (its node died, left, or
+// it was preempted). Token must be the current fencing token.
+type RequeueJob struct {
+	At     time.Time `json:"at"`
+	JobID  string    `json:"job_id"`
+	Token  uint64    `json:"token"`
+	Reason string    `json:"reason"`
+}
+
+// RegisterNode adds or updates a node able to run jobs.
+type RegisterNode struct {
+	At   time.Time `json:"at"`
+	Node Node      `json:"node"`
+}
+
+// SetNodeState marks a node ready, down or left.
+type SetNodeState struct {
+	At    time.Time `json:"at"`
+	ID    string    `json:"id"`
+	State string    `json:"state"`
+}
+
+// OperatorEntry maps a compiled-operator cache key to stored content.
+type OperatorEntry struct {
+	Key string    `json:"key"`
+	Ref BundleRef `json:"ref"`
+}
+
+// PutOperator records a compiled operator in the shared cache index.
+type PutOperator struct {
+	At    time.Time     `json:"at"`
+	Entry OperatorEntry `json:"entry"`
+}
+
+func (CreateKey) Type() CommandType       { return CmdCreateKey }
+func (RegisterDataset) Type() CommandType { return CmdRegisterDataset }
+func (DeleteDataset) Type() CommandType   { return CmdDeleteDataset }
+func (SubmitJob) Type() CommandType       { return CmdSubmitJob }
+func (AssignJob) Type() CommandType       { return CmdAssignJob }
+func (RenewLease) Type() CommandType      { return CmdRenewLease }
+func (CompleteJob) Type() CommandType     { return CmdCompleteJob }
+func (CancelJob) Type() CommandType       { return CmdCancelJob }
+func (RequeueJob) Type() CommandType      { return CmdRequeueJob }
+func (RegisterNode) Type() CommandType    { return CmdRegisterNode }
+func (SetNodeState) Type() CommandType    { return CmdSetNodeState }
+func (PutOperator) Type() CommandType     { return CmdPutOperator }
+
+// Encode writes a command as one type byte followed by its JSON body.
+func Encode(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: encode %s: %w", c.Type(), err)
+	}
+	return append([]byte{byte(c.Type())}, body...), nil
+}
+
+// Decode reads what Encode wrote.
+func Decode(b []byte) (Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("scheduler: decode: empty entry: %w", ErrPayloadBytes)
+	}
+	var c Command
+	switch CommandType(b[0]) {
+	case CmdCreateKey:
+		c = &CreateKey{}
+	case CmdRegisterDataset:
+		c = &RegisterDataset{}
+	case CmdDeleteDataset:
+		c = &DeleteDataset{}
+	case CmdSubmitJob:
+		c = &SubmitJob{}
+	case CmdAssignJob:
+		c = &AssignJob{}
+	case CmdRenewLease:
+		c = &RenewLease{}
+	case CmdCompleteJob:
+		c = &CompleteJob{}
+	case CmdCancelJob:
+		c = &CancelJob{}
+	case CmdRequeueJob:
+		c = &RequeueJob{}
+	case CmdRegisterNode:
+		c = &RegisterNode{}
+	case CmdSetNodeState:
+		c = &SetNodeState{}
+	case CmdPutOperator:
+		c = &PutOperator{}
+	default:
+		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
+	}
+	if err := json.Unmarshal(b[1:], c); err != nil {
+		return nil, fmt.Errorf("scheduler: decode %s: %w: %v", CommandType(b[0]), ErrPayloadBytes, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,467 @@
+package scheduler
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// ApplyResult is what FSM.Apply returns through raft's ApplyFuture.Response.
+type ApplyResult struct {
+	Value any
+	Err   error
+}
+
+// FSM is the replicated state machine. Apply is deterministic: it reads only
+// the log entry. Reads take a consistent copy under a read lock.
+type FSM struct {
+	mu        sync.RWMutex
+	s         *state
+	lastIndex uint64
+	changed   chan struct{} // closed and replaced on every apply
+
+	planIndex uint64 // index the cached plan was computed at
+	plan      *Plan
+}
+
+// NewFSM returns an empty state machine.
+func NewFSM() *FSM {
+	return &FSM{s: newState(), changed: make(chan struct{})}
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	c, err := Decode(l.Data)
+	if err != nil {
+		// A log entry no version of this FSM understands must not be
+		// skipped silently: replicas would diverge.
+		panic(fmt.Sprintf("scheduler: fsm: entry %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	v, err := f.s.apply(l.Index, c)
+	f.lastIndex = l.Index
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return ApplyResult{Value: v, Err: err}
+}
+
+// Watch returns a channel closed at the next applied entry.
+func (f *FSM) Watch() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// LastIndex is the index of the last applied entry.
+func (f *FSM) LastIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastIndex
+}
+
+// Job returns a copy of one job, with queue position and reason filled in
+// while it is queued.
+func (f *FSM) Job(id string) (Job, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.s.jobs[id]
+	if !ok {
+		return Job{}, false
+	}
+	c := cloneJob(j)
+	f.annotateLocked(&c)
+	return c, true
+}
+
+// JobFilter selects jobs for listing.
+type JobFilter struct {
+	Tenant string
+	State  string
+	Type   string
+	Node   string
+	After  uint64 // cursor: only jobs with Seq > After
+	Limit  int
+}
+
+// Jobs lists jobs in submission order. The cursor for the next page is the
+// Seq of the last job returned, or 0 when there is no more.
+func (f *FSM) Jobs(q JobFilter) ([]Job, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	all := make([]*Job, 0, len(f.s.jobs))
+	for _, j := range f.s.jobs {
+		if (q.Tenant == "" || j.Tenant == q.Tenant) && (q.State == "" || j.State == q.State) &&
+			(q.Type == "" || j.Type == q.Type) && (q.Node == "" || j.Node == q.Node) && j.Seq > q.After {
+			all = append(all, j)
+		}
+	}
+	slices.SortFunc(all, func(a, b *Job) int {
+		if a.Seq != b.Seq {
+			if a.Seq < b.Seq {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var next uint64
+	if q.Limit > 0 && len(all) > q.Limit {
+		all = all[:q.Limit]
+		next = all[len(all)-1].Seq
+	}
+	out := make([]Job, len(all))
+	for i, j := range all {
+		out[i] = cloneJob(j)
+		f.annotateLocked(&out[i])
+	}
+	return out, next
+}
+
+// annotateLocked fills the derived fields of a queued job from the current plan.
+func (f *FSM) annotateLocked(j *Job) {
+	if j.State != StateQueued {
+		j.QueuePosition = 0
+		return
+	}
+	p := f.planLocked()
+	j.QueuePosition = p.Positions[j.ID]
+	if r, ok := p.Reasons[j.ID]; ok {
+		j.Reason = r
+	} else if j.Reason == "" {
+		j.Reason = "about to start"
+	}
+}
+
+// planLocked returns placement over the current state, computed at most once
+// per applied index.
+func (f *FSM) planLocked() *Plan {
+	if f.plan != nil && f.planIndex == f.lastIndex {
+		return f.plan
+	}
+	p := Place(f.placeInputLocked())
+	f.plan, f.planIndex = &p, f.lastIndex
+	return f.plan
+}
+
+func (f *FSM) placeInputLocked() PlaceInput {
+	var in PlaceInput
+	for _, n := range f.s.nodes {
+		in.Nodes = append(in.Nodes, cloneNode(n))
+	}
+	for _, id := range f.s.sortedJobIDs() {
+		j := f.s.jobs[id]
+		switch j.State {
+		case StateRunning:
+			in.Running = append(in.Running, cloneJob(j))
+		case StateQueued:
+			in.Queued = append(in.Queued, cloneJob(j))
+		}
+	}
+	QueueOrder(in.Queued)
+	return in
+}
+
+// PlaceInput returns a snapshot for placement.
+func (f *FSM) PlaceInput() PlaceInput {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.placeInputLocked()
+}
+
+// Key looks up an API key by the hex SHA-256 of its secret.
+func (f *FSM) Key(hash string) (APIKey, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k, ok := f.s.keys[hash]
+	if !ok {
+		return APIKey{}, false
+	}
+	return *k, true
+}
+
+// KeyCount is the number of stored keys (zero before bootstrap).
+func (f *FSM) KeyCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.s.keys)
+}
+
+// Tenant returns a tenant.
+func (f *FSM) Tenant(name string) (Tenant, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.s.tenants[name]
+	if !ok {
+		return Tenant{}, false
+	}
+	return *t, true
+}
+
+// Dataset returns a dataset.
+func (f *FSM) Dataset(id string) (Dataset, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.s.datasets[id]
+	if !ok {
+		return Dataset{}, false
+	}
+	return *d, true
+}
+
+// Datasets lists a tenant's datasets by creation time, then ID.
+func (f *FSM) Datasets(tenant string) []Dataset {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []Dataset
+	for _, d := range f.s.datasets {
+		if tenant == "" || d.Tenant == tenant {
+			out = append(out, *d)
+		}
+	}
+	slices.SortFunc(out, func(a, b Dataset) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Nodes lists registered nodes by ID.
+func (f *FSM) Nodes() []Node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]Node, 0, len(f.s.nodes))
+	for _, id := range slices.Sorted(maps.Keys(f.s.nodes)) {
+		out = append(out, cloneNode(f.s.nodes[id]))
+	}
+	return out
+}
+
+// Node returns one node.
+func (f *FSM) Node(id string) (Node, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.s.nodes[id]
+	if !ok {
+		return Node{}, false
+	}
+	return cloneNode(n), true
+}
+
+// Operator looks up the compiled-operator index.
+func (f *FSM) Operator(key string) (BundleRef, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r, ok := f.s.operators[key]
+	return r, ok
+}
+
+// References lists every CID the state refers to (datasets, bundles,
+// operators): what the store must keep.
+func (f *FSM) References() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	set := map[string]bool{}
+	for _, d := range f.s.datasets {
+		set[d.CID] = true
+	}
+	for _, j := range f.s.jobs {
+		if j.RunBundle != nil {
+			set[j.RunBundle.CID] = true
+		}
+	}
+	for _, r := range f.s.operators {
+		set[r.CID] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// Snapshot record types: numbered, never reused.
+const (
+	recTenant   byte = 1
+	recKey      byte = 2
+	recDataset  byte = 3
+	recJob      byte = 4
+	recNode     byte = 5
+	recOperator byte = 6
+	recIdem     byte = 7
+)
+
+type idemRecord struct {
+	Key string `json:"key"`
+	Job string `json:"job"`
+}
+
+// Snapshot implements raft.FSM: it copies the state under the lock and
+// writes it later, off the apply path.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var recs []record
+	add := func(t byte, v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(fmt.Sprintf("scheduler: snapshot: %v", err)) // plain structs always marshal
+		}
+		recs = append(recs, record{t, b})
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.tenants)) {
+		add(recTenant, f.s.tenants[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.keys)) {
+		add(recKey, f.s.keys[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.datasets)) {
+		add(recDataset, f.s.datasets[k])
+	}
+	for _, k := range f.s.sortedJobIDs() {
+		add(recJob, f.s.jobs[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.nodes)) {
+		add(recNode, f.s.nodes[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.operators)) {
+		add(recOperator, OperatorEntry{Key: k, Ref: f.s.operators[k]})
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.idem)) {
+		add(recIdem, idemRecord{Key: k, Job: f.s.idem[k]})
+	}
+	return &snapshot{recs: recs}, nil
+}
+
+type record struct {
+	typ  byte
+	body []byte
+}
+
+type snapshot struct{ recs []record }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriter(sink)
+	var hdr [5]byte
+	for _, r := range s.recs {
+		hdr[0] = r.typ
+		binary.BigEndian.PutUint32(hdr[1:], uint32(len(r.body)))
+		if _, err := w.Write(hdr[:]); err != nil {
+			sink.Cancel()
+			return fmt.Errorf("scheduler: snapshot: %w", err)
+		}
+		if _, err := w.Write(r.body); err != nil {
+			sink.Cancel()
+			return fmt.Errorf("scheduler: snapshot: %w", err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("scheduler: snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+// maxRecord bounds one snapshot record so a corrupt length cannot allocate
+// without limit.
+const maxRecord = 64 << 20
+
+// Restore implements raft.FSM.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := newState()
+	r := bufio.NewReader(rc)
+	var hdr [5]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return fmt.Errorf("scheduler: restore: %w", err)
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		if n > maxRecord {
+			return fmt.Errorf("scheduler: restore: record of %d bytes", n)
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return fmt.Errorf("scheduler: restore: %w", err)
+		}
+		if err := s.restoreRecord(hdr[0], body); err != nil {
+			return fmt.Errorf("scheduler: restore: %w", err)
+		}
+	}
+	f.mu.Lock()
+	f.s = s
+	f.plan = nil
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return nil
+}
+
+func (s *state) restoreRecord(t byte, b []byte) error {
+	switch t {
+	case recTenant:
+		var v Tenant
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.tenants[v.Name] = &v
+	case recKey:
+		var v APIKey
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.keys[v.Hash] = &v
+	case recDataset:
+		var v Dataset
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.datasets[v.ID] = &v
+	case recJob:
+		var v Job
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.jobs[v.ID] = &v
+	case recNode:
+		var v Node
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.nodes[v.ID] = &v
+	case recOperator:
+		var v OperatorEntry
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.operators[v.Key] = v.Ref
+	case recIdem:
+		var v idemRecord
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.idem[v.Key] = v.Job
+	default:
+		return fmt.Errorf("unknown record type %d", t)
+	}
+	return nil
+}

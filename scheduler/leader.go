@@ -1,0 +1,161 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Applier commits commands; the node gives the leader loop its local Raft.
+type Applier interface {
+	Apply(ctx context.Context, c Command) (any, error)
+}
+
+// Clock is the time source; tests pass a fake.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().UTC().
+func (SystemClock) Now() time.Time { return time.Now().UTC() }
+
+// LeaderConfig tunes the leader loop.
+type LeaderConfig struct {
+	// LeaseTTL is how long an assignment stays valid without renewal
+	// (default 15 s). Runners renew at a third of it.
+	LeaseTTL time.Duration
+	// Tick is how often the loop reconciles without a state change
+	// (default 1 s).
+	Tick time.Duration
+	// TimeoutGrace is how long past its timeout a job's runner has to report
+	// before the leader marks it timed out itself (default LeaseTTL).
+	TimeoutGrace time.Duration
+	Clock        Clock
+	Logger       *slog.Logger
+}
+
+// Leader runs the scheduler loop while this member leads: it expires
+// leases, enforces timeouts, and commits placement's assignments and
+// preemptions. Every step reads the FSM afresh, so it is safe to stop and
+// redo at any point.
+type Leader struct {
+	cfg   LeaderConfig
+	fsm   *FSM
+	apply Applier
+}
+
+// NewLeader validates cfg and returns a loop ready to Run.
+func NewLeader(cfg LeaderConfig, fsm *FSM, apply Applier) (*Leader, error) {
+	if fsm == nil || apply == nil {
+		return nil, errors.New("scheduler: leader needs an FSM and an Applier")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.TimeoutGrace <= 0 {
+		cfg.TimeoutGrace = cfg.LeaseTTL
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Leader{cfg: cfg, fsm: fsm, apply: apply}, nil
+}
+
+// Run reconciles on every state change and every tick until ctx ends.
+func (l *Leader) Run(ctx context.Context) error {
+	t := time.NewTicker(l.cfg.Tick)
+	defer t.Stop()
+	for {
+		changed := l.fsm.Watch()
+		if err := l.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			l.cfg.Logger.Warn("scheduler: reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+// Reconcile does one pass. Errors of single commands (a job cancelled
+// meanwhile, say) are logged and the pass goes on; the next pass retries.
+func (l *Leader) Reconcile(ctx context.Context) error {
+	now := l.cfg.Clock.Now()
+	in := l.fsm.PlaceInput()
+	nodes := map[string]Node{}
+	for _, n := range in.Nodes {
+		nodes[n.ID] = n
+	}
+	var errs []error
+	try := func(c Command, jobID string) bool {
+		if _, err := l.apply.Apply(ctx, c); err != nil {
+			if errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
+				errs = append(errs, err)
+				return false
+			}
+			l.cfg.Logger.Debug("scheduler: command refused", "cmd", c.Type().String(), "job_id", jobID, "err", err)
+			return false
+		}
+		return true
+	}
+	kept := in.Running[:0]
+	for _, j := range in.Running {
+		if j.Lease == nil {
+			continue
+		}
+		n, known := nodes[j.Lease.Node]
+		var c Command
+		var msg string
+		switch {
+		// The timeout comes first: a job that has used up its time is
+		// timed out, not started again because its node also failed.
+		case j.StartedAt != nil && now.After(j.StartedAt.Add(time.Duration(j.Timeout)+l.cfg.TimeoutGrace)):
+			c = &CompleteJob{At: now, JobID: j.ID, Token: j.Lease.Token, State: StateTimedOut,
+				Error: &JobError{Code: "timed_out", Message: fmt.Sprintf("ran past its timeout of %s", time.Duration(j.Timeout))}}
+			msg = "job timed out"
+		case !known || n.State != NodeReady:
+			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s left or failed; requeued", j.Lease.Node)}
+			msg = "job requeued: node gone"
+		case n.Incarnation != j.Lease.Incarnation:
+			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s restarted while running it; requeued", j.Lease.Node)}
+			msg = "job requeued: node restarted"
+		case now.After(j.Lease.ExpiresAt):
+			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("lease on node %s expired (node unreachable or stuck); requeued", j.Lease.Node)}
+			msg = "job requeued: lease expired"
+		default:
+			kept = append(kept, j)
+			continue
+		}
+		if try(c, j.ID) {
+			l.cfg.Logger.Info(msg, "job_id", j.ID, "node_id", j.Lease.Node)
+			continue
+		}
+		// Refused or not committed: the job may still hold its GPUs, so
+		// placement must not hand them out in this pass.
+		kept = append(kept, j)
+	}
+	in.Running = kept
+	plan := Place(in)
+	for _, p := range plan.Preempt {
+		if try(&RequeueJob{At: now, JobID: p.JobID, Token: p.Token, Reason: fmt.Sprintf("preempted by sprint job %s", p.For)}, p.JobID) {
+			l.cfg.Logger.Info("job preempted", "job_id", p.JobID, "for", p.For)
+		}
+	}
+	for _, a := range plan.Assign {
+		if try(&AssignJob{At: now, JobID: a.JobID, Node: a.Node, Incarnation: a.Incarnation, GPUs: a.GPUs, ExpiresAt: now.Add(l.cfg.LeaseTTL)}, a.JobID) {
+			l.cfg.Logger.Info("job assigned", "job_id", a.JobID, "node_id", a.Node, "gpus", a.GPUs)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,189 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// RaftConfig configures the Raft member that hosts the FSM.
+type RaftConfig struct {
+	NodeID string // required
+	Dir    string // required: raft.db and snapshots live here
+	// Transport carries Raft RPCs (required).
+	Transport raft.Transport
+	// Bootstrap makes this node the first voter of a new cluster when it has
+	// no Raft state yet. It is ignored once state exists.
+	Bootstrap bool
+	// Timings. Defaults: 250 ms heartbeat and election, 125 ms leader lease,
+	// 20 ms commit.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is how many entries trigger a snapshot (default 8192).
+	SnapshotThreshold uint64
+	// LogOutput receives Raft's own JSON log lines (default: discard).
+	LogOutput io.Writer
+	// ApplyTimeout bounds one write when the caller's context has no deadline
+	// (default 10 s).
+	ApplyTimeout time.Duration
+}
+
+func (c *RaftConfig) withDefaults() error {
+	if c.NodeID == "" || c.Dir == "" || c.Transport == nil {
+		return fmt.Errorf("scheduler: raft config: NodeID, Dir and Transport are required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, 250*time.Millisecond)
+	def(&c.ElectionTimeout, 250*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 125*time.Millisecond)
+	def(&c.CommitTimeout, 20*time.Millisecond)
+	def(&c.ApplyTimeout, 10*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.LogOutput == nil {
+		c.LogOutput = io.Discard
+	}
+	return nil
+}
+
+// Raft is this node's Raft member with the FSM attached.
+type Raft struct {
+	cfg    RaftConfig
+	raft   *raft.Raft
+	fsm    *FSM
+	store  *raftboltdb.BoltStore
+	notify chan bool
+}
+
+// OpenRaft opens (or creates) the Raft state in cfg.Dir and starts the member.
+func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
+	if err := cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("scheduler: raft dir: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(cfg.Dir, 2, cfg.LogOutput)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("scheduler: open snapshots: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, JSONFormat: true, Output: cfg.LogOutput})
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(store, store, snaps)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("scheduler: raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: cfg.Transport.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(rc, store, store, snaps, cfg.Transport, conf); err != nil {
+				store.Close()
+				return nil, fmt.Errorf("scheduler: bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, fsm, store, store, snaps, cfg.Transport)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("scheduler: start raft: %w", err)
+	}
+	return &Raft{cfg: cfg, raft: r, fsm: fsm, store: store, notify: notify}, nil
+}
+
+// FSM returns the state machine.
+func (r *Raft) FSM() *FSM { return r.fsm }
+
+// IsLeader reports whether this member leads now.
+func (r *Raft) IsLeader() bool { return r.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID, or "" when none is known.
+func (r *Raft) Leader() string {
+	_, id := r.raft.LeaderWithID()
+	return string(id)
+}
+
+// LeadershipChanges delivers true when this member becomes leader and false
+// when it stops being leader.
+func (r *Raft) LeadershipChanges() <-chan bool { return r.notify }
+
+// Barrier waits until every entry committed before it is applied locally.
+func (r *Raft) Barrier(ctx context.Context) error {
+	return r.raft.Barrier(r.timeout(ctx)).Error()
+}
+
+func (r *Raft) timeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return r.cfg.ApplyTimeout
+}
+
+// Apply commits one command through Raft on this member, which must be the
+// leader, and returns the FSM's answer. Errors from the FSM (ErrNotFound,
+// ErrConflict, ...) come back wrapped as they are.
+func (r *Raft) Apply(ctx context.Context, c Command) (any, error) {
+	b, err := Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f := r.raft.Apply(b, r.timeout(ctx))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return nil, fmt.Errorf("scheduler: %s: %w", c.Type(), ErrNotLeader)
+		}
+		return nil, fmt.Errorf("scheduler: %s: %w", c.Type(), err)
+	}
+	res, ok := f.Response().(ApplyResult)
+	if !ok {
+		return nil, fmt.Errorf("scheduler: %s: unexpected response %T", c.Type(), f.Response())
+	}
+	return res.Value, res.Err
+}
+
+// Stats exposes Raft's counters (term, indexes, state) for metrics and /health.
+func (r *Raft) Stats() map[string]string { return r.raft.Stats() }
+
+// Shutdown stops the member and closes its log. A sole voter keeps its
+// state; in a larger cluster the node package first transfers leadership.
+func (r *Raft) Shutdown() error {
+	err := r.raft.Shutdown().Error()
+	if cerr := r.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

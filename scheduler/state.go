@@ -1,0 +1,440 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// MaxAttempts bounds how often one job is started: a job that has been
+// started MaxAttempts times and is handed back once more fails instead of
+// running again.
+const MaxAttempts = 5
+
+// state is the FSM's data. Every method that changes it is deterministic in
+// its arguments. It is guarded by the FSM's lock.
+type state struct {
+	tenants   map[string]*Tenant
+	keys      map[string]*APIKey // by hash
+	datasets  map[string]*Dataset
+	jobs      map[string]*Job
+	nodes     map[string]*Node
+	operators map[string]BundleRef
+	idem      map[string]string // tenant + "\x00" + key -> job id
+}
+
+func newState() *state {
+	return &state{
+		tenants:   map[string]*Tenant{},
+		keys:      map[string]*APIKey{},
+		datasets:  map[string]*Dataset{},
+		jobs:      map[string]*Job{},
+		nodes:     map[string]*Node{},
+		operators: map[string]BundleRef{},
+		idem:      map[string]string{},
+	}
+}
+
+// apply runs one decoded command at Raft index idx.
+func (s *state) apply(idx uint64, c Command) (any, error) {
+	switch c := c.(type) {
+	case *CreateKey:
+		return s.createKey(c)
+	case *RegisterDataset:
+		d := c.Dataset
+		if d.CreatedAt.IsZero() {
+			d.CreatedAt = c.At
+		}
+		return s.registerDataset(d)
+	case *DeleteDataset:
+		return s.deleteDataset(c)
+	case *SubmitJob:
+		return s.submitJob(idx, c)
+	case *AssignJob:
+		return s.assignJob(idx, c)
+	case *RenewLease:
+		return s.renewLease(c)
+	case *CompleteJob:
+		return s.completeJob(c)
+	case *CancelJob:
+		return s.cancelJob(c)
+	case *RequeueJob:
+		return s.requeueJob(c)
+	case *RegisterNode:
+		return s.registerNode(c)
+	case *SetNodeState:
+		return s.setNodeState(c)
+	case *PutOperator:
+		s.operators[c.Entry.Key] = c.Entry.Ref
+		return nil, nil
+	}
+	return nil, fmt.Errorf("scheduler: apply %T: %w", c, ErrUnknownCmd)
+}
+
+func (s *state) createKey(c *CreateKey) (any, error) {
+	k := c.Key
+	if k.Hash == "" || k.Tenant == "" || PriorityRank(k.Tier) < 0 || k.Tier == PrioritySprint {
+		return nil, fmt.Errorf("create key: %w: tenant and a tier of free or paid are required", ErrInvalid)
+	}
+	if _, ok := s.keys[k.Hash]; ok {
+		return nil, fmt.Errorf("create key: %w: key exists", ErrConflict)
+	}
+	t, ok := s.tenants[k.Tenant]
+	if !ok {
+		t = &Tenant{Name: k.Tenant, CreatedAt: c.At}
+		s.tenants[k.Tenant] = t
+	}
+	// The tenant's tier is the highest tier of its keys.
+	if PriorityRank(k.Tier) > PriorityRank(t.Tier) {
+		t.Tier = k.Tier
+	}
+	k.CreatedAt = c.At
+	s.keys[k.Hash] = &k
+	return k, nil
+}
+
+func (s *state) registerDataset(d Dataset) (any, error) {
+	if d.ID == "" || d.Tenant == "" || d.CID == "" {
+		return nil, fmt.Errorf("register dataset: %w: id, tenant and cid are required", ErrInvalid)
+	}
+	if _, ok := s.datasets[d.ID]; ok {
+		return nil, fmt.Errorf("register dataset %s: %w: exists", d.ID, ErrConflict)
+	}
+	s.datasets[d.ID] = &d
+	return d, nil
+}
+
+func (s *state) deleteDataset(c *DeleteDataset) (any, error) {
+	d, ok := s.datasets[c.ID]
+	if !ok || d.Tenant != c.Tenant {
+		return nil, fmt.Errorf("dataset %s: %w", c.ID, ErrNotFound)
+	}
+	for _, id := range s.sortedJobIDs() {
+		j := s.jobs[id]
+		if j.Dataset == c.ID && !Terminal(j.State) {
+			return nil, fmt.Errorf("dataset %s is used by %s job %s: %w", c.ID, j.State, j.ID, ErrConflict)
+		}
+	}
+	delete(s.datasets, c.ID)
+	return *d, nil
+}
+
+func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
+	j := c.Job
+	if c.IdempotencyKey != "" {
+		if id, ok := s.idem[j.Tenant+"\x00"+c.IdempotencyKey]; ok {
+			if prev, ok := s.jobs[id]; ok {
+				return cloneJob(prev), nil
+			}
+		}
+	}
+	if j.ID == "" || j.Tenant == "" || j.Type == "" {
+		return nil, fmt.Errorf("submit job: %w: id, tenant and type are required", ErrInvalid)
+	}
+	if PriorityRank(j.Priority) < 0 {
+		return nil, fmt.Errorf("submit job %s: %w: priority %q", j.ID, ErrInvalid, j.Priority)
+	}
+	if j.Resources.GPUs < 0 || j.Resources.GPUMemoryMB < 0 {
+		return nil, fmt.Errorf("submit job %s: %w: negative resources", j.ID, ErrInvalid)
+	}
+	switch {
+	case j.Timeout < 0 || time.Duration(j.Timeout) > MaxTimeout:
+		return nil, fmt.Errorf("submit job %s: %w: timeout %s is not within 0 and %s", j.ID, ErrInvalid, time.Duration(j.Timeout), MaxTimeout)
+	case j.Timeout == 0 && j.Priority == PrioritySprint:
+		j.Timeout = Duration(SprintTimeout)
+	case j.Timeout == 0:
+		j.Timeout = Duration(DefaultTimeout)
+	}
+	if _, ok := s.jobs[j.ID]; ok {
+		return nil, fmt.Errorf("submit job %s: %w: exists", j.ID, ErrConflict)
+	}
+	if j.Dataset != "" {
+		d, ok := s.datasets[j.Dataset]
+		if !ok || d.Tenant != j.Tenant {
+			return nil, fmt.Errorf("dataset %s: %w", j.Dataset, ErrNotFound)
+		}
+	}
+	j.State = StateQueued
+	j.Seq = idx
+	j.SubmittedAt = c.At
+	j.Attempts = 0
+	j.Node, j.Lease, j.StartedAt, j.FinishedAt = "", nil, nil, nil
+	j.QueuePosition, j.Reason, j.CancelRequested = 0, "", false
+	j.Metrics, j.RunBundle, j.Outputs, j.Error = nil, nil, nil, nil
+	s.jobs[j.ID] = &j
+	if c.IdempotencyKey != "" {
+		s.idem[j.Tenant+"\x00"+c.IdempotencyKey] = j.ID
+	}
+	return cloneJob(&j), nil
+}
+
+func (s *state) assignJob(idx uint64, c *AssignJob) (any, error) {
+	j, ok := s.jobs[c.JobID]
+	if !ok {
+		return nil, fmt.Errorf("assign %s: %w", c.JobID, ErrNotFound)
+	}
+	if j.State != StateQueued {
+		return nil, fmt.Errorf("assign %s: %w: job is %s", c.JobID, ErrConflict, j.State)
+	}
+	n, ok := s.nodes[c.Node]
+	if !ok || n.State != NodeReady {
+		return nil, fmt.Errorf("assign %s to %s: %w: node not ready", c.JobID, c.Node, ErrConflict)
+	}
+	if c.Incarnation != n.Incarnation {
+		return nil, fmt.Errorf("assign %s to %s: %w: node restarted", c.JobID, c.Node, ErrConflict)
+	}
+	if err := s.checkGPUs(j, n, c.GPUs); err != nil {
+		return nil, fmt.Errorf("assign %s to %s: %w: %v", c.JobID, c.Node, ErrConflict, err)
+	}
+	at := c.At
+	j.State = StateRunning
+	j.Node = c.Node
+	j.Attempts++
+	j.StartedAt = &at
+	j.Reason = ""
+	j.Lease = &Lease{Node: c.Node, Token: idx, ExpiresAt: c.ExpiresAt, GPUs: slices.Clone(c.GPUs), Incarnation: c.Incarnation}
+	return cloneJob(j), nil
+}
+
+// checkGPUs enforces, whatever the proposer computed, that a job gets exactly
+// the GPUs it asked for, that they exist on the node, and that no other
+// running job holds any of them.
+func (s *state) checkGPUs(j *Job, n *Node, gpus []int) error {
+	if len(gpus) != j.Resources.GPUs {
+		return fmt.Errorf("job asks for %d GPU(s), assignment gives %d", j.Resources.GPUs, len(gpus))
+	}
+	for i, g := range gpus {
+		if slices.Contains(gpus[:i], g) {
+			return fmt.Errorf("GPU %d given twice", g)
+		}
+		if !slices.ContainsFunc(n.GPUs, func(x GPU) bool { return x.Index == g }) {
+			return fmt.Errorf("node has no GPU %d", g)
+		}
+	}
+	if len(gpus) == 0 {
+		return nil
+	}
+	// Map order is random: report the lowest conflicting job so that every
+	// replica returns the same answer.
+	var holder string
+	for _, o := range s.jobs {
+		if o.State != StateRunning || o.Lease == nil || o.Lease.Node != n.ID || (holder != "" && o.ID >= holder) {
+			continue
+		}
+		if slices.ContainsFunc(gpus, func(g int) bool { return slices.Contains(o.Lease.GPUs, g) }) {
+			holder = o.ID
+		}
+	}
+	if holder != "" {
+		return fmt.Errorf("a GPU is held by job %s", holder)
+	}
+	return nil
+}
+
+func (s *state) leased(id string, token uint64, op string) (*Job, error) {
+	j, ok := s.jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("%s %s: %w", op, id, ErrNotFound)
+	}
+	if j.State != StateRunning || j.Lease == nil || j.Lease.Token != token {
+		return nil, fmt.Errorf("%s %s: %w: token %d is not the job's lease", op, id, ErrStaleToken, token)
+	}
+	return j, nil
+}
+
+func (s *state) renewLease(c *RenewLease) (any, error) {
+	j, err := s.leased(c.JobID, c.Token, "renew")
+	if err != nil {
+		return nil, err
+	}
+	if c.ExpiresAt.After(j.Lease.ExpiresAt) {
+		j.Lease.ExpiresAt = c.ExpiresAt
+	}
+	return cloneJob(j), nil
+}
+
+func (s *state) completeJob(c *CompleteJob) (any, error) {
+	j, err := s.leased(c.JobID, c.Token, "complete")
+	if err != nil {
+		return nil, err
+	}
+	switch c.State {
+	case StateSucceeded, StateFailed, StateTimedOut, StateCancelled:
+	default:
+		return nil, fmt.Errorf("complete %s: %w: state %q", c.JobID, ErrInvalid, c.State)
+	}
+	st := c.State
+	if j.CancelRequested && st != StateSucceeded {
+		st = StateCancelled
+	}
+	// Validate everything before changing anything: a refused command must
+	// leave the state as it was.
+	var out *Dataset
+	if c.Dataset != nil && st == StateSucceeded {
+		d := *c.Dataset
+		if d.ID == "" || d.CID == "" {
+			return nil, fmt.Errorf("complete %s: %w: output dataset needs an id and a cid", c.JobID, ErrInvalid)
+		}
+		if d.Tenant != j.Tenant {
+			return nil, fmt.Errorf("complete %s: %w: output dataset of another tenant", c.JobID, ErrInvalid)
+		}
+		if _, exists := s.datasets[d.ID]; exists {
+			return nil, fmt.Errorf("complete %s: %w: output dataset %s exists", c.JobID, ErrConflict, d.ID)
+		}
+		if d.CreatedAt.IsZero() {
+			d.CreatedAt = c.At
+		}
+		d.Job = j.ID
+		out = &d
+	}
+	at := c.At
+	j.State = st
+	j.FinishedAt = &at
+	j.Metrics = c.Metrics
+	j.RunBundle = c.RunBundle
+	j.Error = c.Error
+	j.Reason = ""
+	if st == StateCancelled && j.Error == nil {
+		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
+	}
+	j.Lease = nil
+	j.Outputs = c.Outputs
+	if out != nil {
+		s.datasets[out.ID] = out
+		if j.Outputs == nil {
+			j.Outputs = map[string]string{}
+		}
+		j.Outputs["dataset"] = out.ID
+	}
+	if c.Operator != nil {
+		s.operators[c.Operator.Key] = c.Operator.Ref
+	}
+	return cloneJob(j), nil
+}
+
+func (s *state) cancelJob(c *CancelJob) (any, error) {
+	j, ok := s.jobs[c.JobID]
+	if !ok || j.Tenant != c.Tenant {
+		return nil, fmt.Errorf("job %s: %w", c.JobID, ErrNotFound)
+	}
+	switch j.State {
+	case StateQueued:
+		at := c.At
+		j.State = StateCancelled
+		j.FinishedAt = &at
+		j.Reason = ""
+		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
+	case StateRunning:
+		j.CancelRequested = true
+	default:
+		return nil, fmt.Errorf("job %s is already %s: %w", c.JobID, j.State, ErrConflict)
+	}
+	return cloneJob(j), nil
+}
+
+func (s *state) requeueJob(c *RequeueJob) (any, error) {
+	j, err := s.leased(c.JobID, c.Token, "requeue")
+	if err != nil {
+		return nil, err
+	}
+	at := c.At
+	j.Lease = nil
+	switch {
+	case j.CancelRequested:
+		j.State = StateCancelled
+		j.FinishedAt = &at
+		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
+	case j.Attempts >= MaxAttempts:
+		j.State = StateFailed
+		j.FinishedAt = &at
+		j.Error = &JobError{Code: "too_many_attempts", Message: fmt.Sprintf("started %d times without finishing; last: %s", j.Attempts, c.Reason)}
+	default:
+		j.State = StateQueued
+		j.Reason = c.Reason
+		j.StartedAt = nil
+	}
+	return cloneJob(j), nil
+}
+
+func (s *state) registerNode(c *RegisterNode) (any, error) {
+	n := c.Node
+	if n.ID == "" {
+		return nil, fmt.Errorf("register node: %w: id required", ErrInvalid)
+	}
+	if n.State == "" {
+		n.State = NodeReady
+	}
+	n.UpdatedAt = c.At
+	s.nodes[n.ID] = &n
+	return cloneNode(&n), nil
+}
+
+func (s *state) setNodeState(c *SetNodeState) (any, error) {
+	n, ok := s.nodes[c.ID]
+	if !ok {
+		return nil, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
+	}
+	switch c.State {
+	case NodeReady, NodeDown, NodeLeft:
+	default:
+		return nil, fmt.Errorf("node %s: %w: state %q", c.ID, ErrInvalid, c.State)
+	}
+	n.State = c.State
+	n.UpdatedAt = c.At
+	return cloneNode(n), nil
+}
+
+func (s *state) sortedJobIDs() []string {
+	return slices.Sorted(maps.Keys(s.jobs))
+}
+
+// cloneJob deep-copies a job so readers never share memory with the FSM.
+func cloneJob(j *Job) Job {
+	c := *j
+	c.Params = slices.Clone(j.Params)
+	if j.Metrics != nil {
+		// Metrics hold JSON-decoded values; a round trip is the simplest deep copy.
+		b, _ := json.Marshal(j.Metrics)
+		c.Metrics = nil
+		_ = json.Unmarshal(b, &c.Metrics)
+	}
+	c.Outputs = maps.Clone(j.Outputs)
+	if j.Lease != nil {
+		l := *j.Lease
+		l.GPUs = slices.Clone(l.GPUs)
+		c.Lease = &l
+	}
+	if j.RunBundle != nil {
+		b := *j.RunBundle
+		c.RunBundle = &b
+	}
+	if j.Error != nil {
+		e := *j.Error
+		c.Error = &e
+	}
+	return c
+}
+
+func cloneNode(n *Node) Node {
+	c := *n
+	c.GPUs = slices.Clone(n.GPUs)
+	c.Executors = slices.Clone(n.Executors)
+	return c
+}
+
+// jobLess orders the queue: higher priority first, then submission order.
+func jobLess(a, b *Job) int {
+	if ra, rb := PriorityRank(a.Priority), PriorityRank(b.Priority); ra != rb {
+		return rb - ra
+	}
+	if a.Seq != b.Seq {
+		if a.Seq < b.Seq {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.ID, b.ID)
+}

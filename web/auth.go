@@ -1,0 +1,68 @@
+package web
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// caller is the authenticated key of a request.
+type caller struct {
+	key scheduler.APIKey
+}
+
+// tenant is the tenant every object the caller sees belongs to.
+func (c *caller) tenant() string { return c.key.Tenant }
+
+// tier is the caller key's tier; an empty tier counts as free.
+func (c *caller) tier() string {
+	if c.key.Tier == "" {
+		return scheduler.PriorityFree
+	}
+	return c.key.Tier
+}
+
+// HashKey returns the hex SHA-256 of an API key's secret: what the state
+// stores as APIKey.Hash.
+func HashKey(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// keyPrefix starts every secret NewKeySecret makes.
+const keyPrefix = "pwm_"
+
+// NewKeySecret returns a fresh API key secret: "pwm_" followed by 32
+// lowercase hex characters (128 random bits).
+func NewKeySecret() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("web: crypto/rand: " + err.Error()) // never fails on supported platforms
+	}
+	return keyPrefix + hex.EncodeToString(b[:])
+}
+
+// maxSecretLen bounds what is hashed and looked up.
+const maxSecretLen = 512
+
+var errUnauthorized = apiError(http.StatusUnauthorized, "unauthorized",
+	"a valid API key is required: Authorization: Bearer <key>")
+
+// authenticate finds the key named by the Authorization header.
+func (s *Server) authenticate(r *http.Request) (*caller, error) {
+	h := r.Header.Get("Authorization")
+	scheme, secret, ok := strings.Cut(h, " ")
+	secret = strings.TrimSpace(secret)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" || len(secret) > maxSecretLen {
+		return nil, errUnauthorized
+	}
+	k, found := s.deps.State.Key(HashKey(secret))
+	if !found {
+		return nil, errUnauthorized
+	}
+	return &caller{key: k}, nil
+}

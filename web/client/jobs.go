@@ -1,0 +1,127 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// SubmitJob submits req (POST /jobs). A non-empty idempotencyKey is sent as
+// the Idempotency-Key header: resubmitting with the same key gives back the
+// job of the first submit instead of a second job.
+func (c *Client) SubmitJob(ctx context.Context, req scheduler.JobRequest, idempotencyKey string) (scheduler.Job, error) {
+	r := request{method: http.MethodPost, path: "/jobs", json: req}
+	if idempotencyKey != "" {
+		r.header = http.Header{"Idempotency-Key": {idempotencyKey}}
+	}
+	var j scheduler.Job
+	err := c.doJSON(ctx, r, &j)
+	return j, err
+}
+
+// GetJob returns the job with that id.
+func (c *Client) GetJob(ctx context.Context, id string) (scheduler.Job, error) {
+	var j scheduler.Job
+	err := c.doJSON(ctx, request{method: http.MethodGet, path: pathf("/jobs/%s", id)}, &j)
+	return j, err
+}
+
+// ListJobsOptions filters GET /jobs. Zero values are left out.
+type ListJobsOptions struct {
+	State  string // a job state, e.g. scheduler.StateQueued
+	Type   string // a job type, e.g. "calibrate"
+	Limit  int    // page size; 0 lets the node choose
+	Cursor string // the nextCursor of the previous page
+}
+
+// ListJobs returns one page of the caller's jobs and the cursor of the next
+// page, empty on the last page.
+func (c *Client) ListJobs(ctx context.Context, opts ListJobsOptions) (jobs []scheduler.Job, nextCursor string, err error) {
+	q := url.Values{}
+	if opts.State != "" {
+		q.Set("state", opts.State)
+	}
+	if opts.Type != "" {
+		q.Set("type", opts.Type)
+	}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if opts.Cursor != "" {
+		q.Set("cursor", opts.Cursor)
+	}
+	var page struct {
+		Jobs       []scheduler.Job `json:"jobs"`
+		NextCursor *string         `json:"next_cursor"`
+	}
+	if err := c.doJSON(ctx, request{method: http.MethodGet, path: "/jobs", query: q}, &page); err != nil {
+		return nil, "", err
+	}
+	if page.NextCursor != nil {
+		nextCursor = *page.NextCursor
+	}
+	return page.Jobs, nextCursor, nil
+}
+
+// CancelJob asks the job to stop (POST /jobs/{id}/cancel) and returns it. A
+// running job may still show "running" until its runner has stopped it.
+func (c *Client) CancelJob(ctx context.Context, id string) (scheduler.Job, error) {
+	var j scheduler.Job
+	err := c.doJSON(ctx, request{method: http.MethodPost, path: pathf("/jobs/%s/cancel", id)}, &j)
+	return j, err
+}
+
+// WaitJob polls the job every poll (1s when poll <= 0) until it reaches a
+// terminal state and returns it. It returns early with ctx's error, together
+// with the last job seen, when ctx ends. An API error ends the wait.
+func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (scheduler.Job, error) {
+	if poll <= 0 {
+		poll = time.Second
+	}
+	j, err := c.GetJob(ctx, id)
+	if err != nil || scheduler.Terminal(j.State) {
+		return j, err
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return j, fmt.Errorf("pwmesh: wait for job %s (last state %s): %w", id, j.State, ctx.Err())
+		case <-t.C:
+		}
+		next, err := c.GetJob(ctx, id)
+		if err != nil {
+			return j, err
+		}
+		j = next
+		if scheduler.Terminal(j.State) {
+			return j, nil
+		}
+	}
+}
+
+// Logs returns the job's log text. With follow the node keeps the stream
+// open until the job ends (or ctx does). The caller closes the reader.
+func (c *Client) Logs(ctx context.Context, id string, follow bool) (io.ReadCloser, error) {
+	var q url.Values
+	if follow {
+		q = url.Values{"follow": {"1"}}
+	}
+	resp, err := c.do(ctx, request{
+		method: http.MethodGet,
+		path:   pathf("/jobs/%s/logs", id),
+		query:  q,
+		header: http.Header{"Accept": {"text/plain"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}

@@ -1,0 +1,87 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// Error is an error with the HTTP status and the snake_case code the client
+// sees. Message is shown to the client; Err, when set, is the cause that only
+// the log gets.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrUnknownJobType may be wrapped by Deps.ValidateParams to report a job
+// type it does not know; the client then gets 400 "unknown_job_type".
+var ErrUnknownJobType = errors.New("unknown job type")
+
+// apiError builds an *Error whose message is formatted.
+func apiError(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func badRequest(code, format string, args ...any) *Error {
+	return apiError(http.StatusBadRequest, code, format, args...)
+}
+
+func notFound(what string) *Error {
+	return apiError(http.StatusNotFound, "not_found", "%s not found", what)
+}
+
+// errorBody is the one error shape of the API.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// classify maps any error a handler returns to what the client sees. Errors
+// of the server itself get a generic message: the cause goes to the log.
+func classify(err error) *Error {
+	var e *Error
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.As(err, &tooLarge):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+			Message: fmt.Sprintf("request body exceeds %d bytes", tooLarge.Limit), Err: err}
+	case errors.Is(err, scheduler.ErrNotFound), errors.Is(err, cas.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "not found", Err: err}
+	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrStaleToken):
+		return &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error(), Err: err}
+	case errors.Is(err, scheduler.ErrInvalid):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error(), Err: err}
+	case errors.Is(err, scheduler.ErrNotLeader), errors.Is(err, scheduler.ErrNoLeader):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "no_leader",
+			Message: "the cluster has no leader yet; retry shortly", Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "timeout",
+			Message: "the cluster did not answer in time; retry shortly", Err: err}
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		return &Error{Status: 499, Code: "cancelled", Message: "request cancelled", Err: err}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}

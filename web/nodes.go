@@ -1,0 +1,51 @@
+package web
+
+import (
+	"net/http"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+type gpuView struct {
+	Index       int     `json:"index"`
+	Model       string  `json:"model"`
+	MemoryMB    int     `json:"memory_mb"`
+	Utilization float64 `json:"utilization"`
+	UUID        string  `json:"uuid"`
+}
+
+type nodeView struct {
+	ID     string    `json:"id"`
+	Region string    `json:"region"`
+	Role   string    `json:"role"`
+	State  string    `json:"state"`
+	GPUs   []gpuView `json:"gpus"`
+}
+
+type nodeList struct {
+	Nodes []nodeView `json:"nodes"`
+}
+
+// listNodes handles GET /nodes. Role comes from the cluster's leader and
+// each node's suffrage.
+func (s *Server) listNodes(_ http.ResponseWriter, _ *http.Request, _ *caller) (any, error) {
+	leader := s.deps.Cluster.Health().Leader
+	nodes := s.deps.State.Nodes()
+	out := nodeList{Nodes: make([]nodeView, 0, len(nodes))}
+	for _, n := range nodes {
+		v := nodeView{ID: n.ID, Region: n.Region, State: n.State, GPUs: make([]gpuView, 0, len(n.GPUs))}
+		switch {
+		case leader != "" && n.ID == leader:
+			v.Role = scheduler.RoleLeader
+		case n.Voter:
+			v.Role = scheduler.RoleFollower
+		default:
+			v.Role = scheduler.RoleWorker
+		}
+		for _, g := range n.GPUs {
+			v.GPUs = append(v.GPUs, gpuView{Index: g.Index, Model: g.Model, MemoryMB: g.MemoryMB, Utilization: g.Utilization, UUID: g.UUID})
+		}
+		out.Nodes = append(out.Nodes, v)
+	}
+	return out, nil
+}

@@ -1,0 +1,241 @@
+package web
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// apiFunc is a handler: it returns the value to answer with, or an error
+// that the wrapper maps to a status and a JSON error body. c is the
+// authenticated caller (nil on public routes).
+type apiFunc func(w http.ResponseWriter, r *http.Request, c *caller) (any, error)
+
+// withStatus overrides a route's success status for one answer.
+type withStatus struct {
+	status int
+	body   any
+}
+
+// rawBody is returned by handlers that write the response themselves
+// (streams, downloads) once every check that can fail cleanly has passed.
+type rawBody func(w http.ResponseWriter, r *http.Request)
+
+// routes is the one route table of the API.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	api := func(pattern string, status int, auth bool, h apiFunc) {
+		mux.Handle(pattern, s.instrument(pattern, s.wrap(status, auth, h)))
+	}
+	const public, private = false, true
+
+	api("GET /health", http.StatusOK, public, s.getHealth)
+	mux.Handle("GET /metrics", s.instrument("GET /metrics",
+		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{Registry: s.cfg.Registry})))
+
+	api("POST /jobs", http.StatusAccepted, private, s.submitJob)
+	api("GET /jobs", http.StatusOK, private, s.listJobs)
+	api("GET /jobs/{id}", http.StatusOK, private, s.getJob)
+	api("POST /jobs/{id}/cancel", http.StatusAccepted, private, s.cancelJob)
+	api("GET /jobs/{id}/logs", http.StatusOK, private, s.jobLogs)
+	api("GET /jobs/{id}/runbundle", http.StatusOK, private, s.runBundle)
+
+	api("POST /datasets", http.StatusCreated, private, s.uploadDataset)
+	api("GET /datasets", http.StatusOK, private, s.listDatasets)
+	api("GET /datasets/{id}", http.StatusOK, private, s.getDataset)
+	api("DELETE /datasets/{id}", http.StatusOK, private, s.deleteDataset)
+
+	api("GET /nodes", http.StatusOK, private, s.listNodes)
+	api("GET /usage", http.StatusOK, private, s.getUsage)
+	api("POST /keys", http.StatusCreated, private, s.createKey)
+
+	return s.fallback(mux)
+}
+
+// fallback answers what the mux itself refuses (404, 405) with the API's
+// JSON error body instead of the mux's plain text.
+func (s *Server) fallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &headerOnly{h: http.Header{}}
+		mux.ServeHTTP(rec, r) // learns the status (and Allow) the mux would give
+		s.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e := apiError(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path)
+			if rec.status == http.StatusMethodNotAllowed {
+				w.Header().Set("Allow", rec.h.Get("Allow"))
+				e = apiError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", r.Method, r.URL.Path)
+			}
+			s.writeError(w, r, e)
+		})).ServeHTTP(w, r)
+	})
+}
+
+// headerOnly records a status and headers and drops the body.
+type headerOnly struct {
+	h      http.Header
+	status int
+}
+
+func (h *headerOnly) Header() http.Header         { return h.h }
+func (h *headerOnly) Write(p []byte) (int, error) { return len(p), nil }
+func (h *headerOnly) WriteHeader(code int)        { h.status = code }
+
+// wrap authenticates (when auth), runs h and writes its answer.
+func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var c *caller
+		if auth {
+			var err error
+			if c, err = s.authenticate(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		v, err := h(w, r, c)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		switch v := v.(type) {
+		case rawBody:
+			v(w, r)
+		case withStatus:
+			s.writeJSON(w, v.status, v.body)
+		default:
+			s.writeJSON(w, status, v)
+		}
+	})
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.cfg.Logger.Error("web: encode answer", "err", err)
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(errorBody{errorDetail{"internal", "internal error"}})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeError answers with the error body and logs the cause: client
+// mistakes at debug, server failures at error.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := classify(err)
+	lvl := slog.LevelDebug
+	if e.Status >= 500 {
+		lvl = slog.LevelError
+	}
+	s.cfg.Logger.Log(r.Context(), lvl, "request refused", "method", r.Method, "path", r.URL.Path,
+		"status", e.Status, "code", e.Code, "err", err)
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pwmesh"`)
+	}
+	s.writeJSON(w, e.Status, errorBody{errorDetail{e.Code, e.Message}})
+}
+
+// instrument sets the node header, counts and times the request under its
+// route pattern (never the raw path) and logs it at debug.
+func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusWriter{ResponseWriter: w}
+		if s.cfg.NodeID != "" {
+			w.Header().Set("X-Pwmesh-Node", s.cfg.NodeID)
+		}
+		h.ServeHTTP(rec, r)
+		d := time.Since(start)
+		code := rec.code()
+		s.metrics.observe(route, r.Method, code, d)
+		s.cfg.Logger.Debug("http request", "method", r.Method, "route", route, "status", code, "duration", d)
+	})
+}
+
+// statusWriter remembers the status written through it and passes Flush,
+// Hijack and ResponseController calls through.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// pathID returns the {id} path value when it is a well-formed ID.
+func pathID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !idPattern.MatchString(id) {
+		return "", badRequest("invalid_id", "ids are 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'")
+	}
+	return id, nil
+}
+
+// decodeJSON reads one JSON value of at most MaxJSONBytes into v, refusing
+// unknown fields and trailing data.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength > s.cfg.MaxJSONBytes {
+		return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
+		}
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: "malformed JSON body: " + err.Error(), Err: err}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
+		}
+		return badRequest("invalid_json", "malformed JSON body: data after the JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// Config tunes a Server. Zero values get the documented defaults, except
+// Registry, which is required.
+type Config struct {
+	// NodeID names this node in the X-Pwmesh-Node header.
+	NodeID string
+	// MaxJSONBytes bounds a JSON request body in bytes (default 1 MiB).
+	MaxJSONBytes int64
+	// MaxUploadBytes bounds a dataset upload in bytes (default 1 GiB).
+	MaxUploadBytes int64
+	// Clock stamps commands and computes usage (default: UTC wall clock).
+	Clock interface{ Now() time.Time }
+	// Logger gets request logs at debug and server errors at error
+	// (default: discard).
+	Logger *slog.Logger
+	// Registry is the node's own Prometheus registry; the Server registers
+	// its metrics on it and serves it at GET /metrics. Required.
+	Registry *prometheus.Registry
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxJSONBytes   = 1 << 20
+	DefaultMaxUploadBytes = 1 << 30
+)
+
+// State is the replicated state as the web layer reads it; *scheduler.FSM
+// satisfies it.
+type State interface {
+	Job(id string) (scheduler.Job, bool)
+	Jobs(q scheduler.JobFilter) ([]scheduler.Job, uint64)
+	Key(hash string) (scheduler.APIKey, bool)
+	Tenant(name string) (scheduler.Tenant, bool)
+	Dataset(id string) (scheduler.Dataset, bool)
+	Datasets(tenant string) []scheduler.Dataset
+	Nodes() []scheduler.Node
+	// Watch returns a channel closed at the next change of the state.
+	Watch() <-chan struct{}
+}
+
+// Writer commits a command through Raft, forwarding it to the leader.
+type Writer interface {
+	Apply(ctx context.Context, c scheduler.Command) (any, error)
+}
+
+// Health is what this node knows of the cluster.
+type Health struct {
+	Node    string
+	Leader  string
+	Role    string // "leader", "follower" or "worker"
+	Members int
+	// Ready is true once the node serves and knows a leader; false makes
+	// GET /health answer 503.
+	Ready bool
+}
+
+// Cluster reports the node's view of the cluster.
+type Cluster interface{ Health() Health }
+
+// LogSource opens a job's log.
+type LogSource interface {
+	// OpenLog returns the job's log so far, or an error wrapping
+	// fs.ErrNotExist when there is none yet.
+	OpenLog(jobID string) (io.ReadCloser, error)
+}
+
+// Deps are the Server's collaborators. State, Writer, Store and Cluster are
+// required.
+type Deps struct {
+	State   State
+	Writer  Writer
+	Store   cas.Store
+	Cluster Cluster
+	// Logs serves GET /jobs/{id}/logs; nil answers every job's log as empty.
+	Logs LogSource
+	// ValidateParams checks a job's params for its type; nil accepts any
+	// JSON object. An error wrapping ErrUnknownJobType answers 400
+	// "unknown_job_type", any other 400 "invalid_params" with its text.
+	ValidateParams func(jobType string, params json.RawMessage) error
+	// NewID returns a fresh opaque ID with the given prefix (default:
+	// prefix + 20 random hex characters).
+	NewID func(prefix string) string
+}
+
+// Server is the HTTP API of one node.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	metrics *httpMetrics
+	handler http.Handler
+}
+
+// New validates cfg and deps, registers the metrics on cfg.Registry and
+// builds the route table. It starts nothing.
+func New(cfg Config, deps Deps) (*Server, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("web: Config.Registry is required")
+	case deps.State == nil, deps.Writer == nil, deps.Store == nil, deps.Cluster == nil:
+		return nil, errors.New("web: Deps.State, Writer, Store and Cluster are required")
+	case cfg.MaxJSONBytes < 0, cfg.MaxUploadBytes < 0:
+		return nil, errors.New("web: negative body limit")
+	}
+	if cfg.MaxJSONBytes == 0 {
+		cfg.MaxJSONBytes = DefaultMaxJSONBytes
+	}
+	if cfg.MaxUploadBytes == 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = utcClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.NewID == nil {
+		deps.NewID = randomID
+	}
+	s := &Server{cfg: cfg, deps: deps}
+	m, err := newHTTPMetrics(cfg.Registry, deps.State)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the API's http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) now() time.Time { return s.cfg.Clock.Now().UTC() }
+
+type utcClock struct{}
+
+func (utcClock) Now() time.Time { return time.Now().UTC() }
+
+// randomID is the default Deps.NewID: prefix + 20 random hex characters.
+func randomID(prefix string) string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("web: crypto/rand: " + err.Error()) // never fails on supported platforms
+	}
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// awaitLimit bounds how long a write's answer waits for the local replica
+// to catch up with the leader before answering from the write's own result.
+const awaitLimit = 2 * time.Second
+
+// await waits until ok holds on the local state, ctx ends or awaitLimit
+// passes. A write forwarded to the leader is committed before Apply returns,
+// but this node's replica may apply it a moment later.
+func (s *Server) await(ctx context.Context, ok func() bool) bool {
+	var timer *time.Timer
+	for {
+		changed := s.deps.State.Watch()
+		if ok() {
+			return true
+		}
+		if timer == nil {
+			timer = time.NewTimer(awaitLimit)
+			defer timer.Stop()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return false
+		}
+	}
+}
