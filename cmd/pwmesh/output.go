@@ -114,11 +114,15 @@ func (p *progress) update(done, total int64) {
 	_ = p.bar.Set64(done)
 }
 
-// done ends the bar's line.
-func (p *progress) done() {
+// done ends the bar's line: full when ok, left where it stopped otherwise.
+func (p *progress) done(ok bool) {
 	if p == nil || p.bar == nil {
 		return
 	}
-	_ = p.bar.Finish()
+	if ok {
+		_ = p.bar.Finish()
+	} else {
+		_ = p.bar.Exit()
+	}
 	fmt.Fprintln(p.w)
 }

@@ -200,9 +200,16 @@ func TestDevNodeEndToEnd(t *testing.T) {
 		t.Errorf("bad requests created jobs: %d before, %d after", len(before.Jobs), len(after.Jobs))
 	}
 
-	// Cancel a running job; time out another.
-	long := map[string]any{"size": 128, "iterations": 2000}
-	cj := a.submit(paid.Key, map[string]any{"type": "generate_dataset", "params": long})
+	// Cancel a running job; time out another. Both run for minutes on a
+	// 64×64 dataset unless stopped.
+	g64 := a.waitDone(paid.Key, a.submit(paid.Key, map[string]any{"type": "generate_dataset",
+		"params": map[string]any{"size": 64, "severity": "severe", "seed": 5}}).ID)
+	if g64.State != "succeeded" {
+		t.Fatalf("generate_dataset 64: %+v", g64)
+	}
+	ds64 := g64.Outputs["dataset"]
+	long := map[string]any{"iterations": 2000}
+	cj := a.submit(paid.Key, map[string]any{"type": "calibrate_and_reconstruct", "dataset": ds64, "params": long})
 	a.waitJob(paid.Key, cj.ID, time.Minute, func(j job) bool { return j.State == "running" })
 	if st, b := a.do("POST", "/jobs/"+cj.ID+"/cancel", paid.Key, nil, "", nil); st != 202 {
 		t.Fatalf("cancel: %d %s", st, b)
@@ -210,13 +217,13 @@ func TestDevNodeEndToEnd(t *testing.T) {
 	if j := a.waitDone(paid.Key, cj.ID); j.State != "cancelled" {
 		t.Errorf("cancelled job ended %s", j.State)
 	}
-	tj := a.waitDone(paid.Key, a.submit(paid.Key, map[string]any{"type": "generate_dataset", "params": long, "timeout": "1s"}).ID)
+	tj := a.waitDone(paid.Key, a.submit(paid.Key, map[string]any{"type": "calibrate_and_reconstruct", "dataset": ds64, "params": long, "timeout": "1s"}).ID)
 	if tj.State != "timed_out" {
 		t.Errorf("job with a 1s timeout ended %s (%+v)", tj.State, tj.Error)
 	}
 
 	// kill -9 while one job runs and another waits behind it (one slot).
-	slow := a.submit(paid.Key, map[string]any{"type": "generate_dataset", "params": map[string]any{"size": 128, "iterations": 600, "seed": 9}})
+	slow := a.submit(paid.Key, map[string]any{"type": "calibrate_and_reconstruct", "dataset": ds64, "params": map[string]any{"iterations": 300}})
 	queued := a.submit(paid.Key, map[string]any{"type": "calibrate", "dataset": ds})
 	a.waitJob(paid.Key, slow.ID, time.Minute, func(j job) bool { return j.State == "running" })
 	if q := a.getJob(paid.Key, queued.ID); q.State != "queued" || q.QueuePosition != 1 || q.Reason == "" {

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web/client"
+)
+
+func (a *app) nodesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "nodes",
+		Short: "List the nodes of the mesh",
+		Args:  args(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nodes, err := a.client().Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if nodes == nil {
+					nodes = []client.Node{}
+				}
+				return a.printJSON(nodes)
+			}
+			tw := a.table()
+			fmt.Fprintln(tw, "ID\tREGION\tROLE\tSTATE\tGPUS")
+			for _, n := range nodes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.ID, orDash(n.Region), orDash(n.Role), orDash(n.State), gpuSummary(n.GPUs))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// gpuSummary counts GPUs per model in order of first appearance:
+// "2xA100-80GB, 1xT4"; "-" for none.
+func gpuSummary(gpus []scheduler.GPU) string {
+	var models []string
+	count := map[string]int{}
+	for _, g := range gpus {
+		m := g.Model
+		if m == "" {
+			m = "GPU"
+		}
+		if count[m] == 0 {
+			models = append(models, m)
+		}
+		count[m]++
+	}
+	parts := make([]string, len(models))
+	for i, m := range models {
+		parts[i] = fmt.Sprintf("%dx%s", count[m], m)
+	}
+	return orDash(strings.Join(parts, ", "))
+}
