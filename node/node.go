@@ -110,7 +110,7 @@ func New(cfg Config) (*Node, error) {
 		Dir:         filepath.Join(cfg.DataDir, "jobs"),
 		LogDir:      filepath.Join(cfg.DataDir, "logs"),
 		LeaseTTL:    time.Duration(cfg.LeaseTTL),
-		OperatorKey: operatorKey,
+		OperatorKey: workload.JobOperatorKey,
 		Version:     cfg.Version,
 		Commit:      cfg.Commit,
 		Clock:       cfg.Clock,

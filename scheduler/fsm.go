@@ -54,6 +54,12 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	v, err := f.s.apply(l.Index, c)
 	f.lastIndex = l.Index
+	if err != nil {
+		// A refused command changed nothing: waking watchers would only
+		// make a leader loop retry it at once, in a tight loop.
+		f.mu.Unlock()
+		return ApplyResult{Value: v, Err: err}
+	}
 	ch := f.changed
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
@@ -61,7 +67,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return ApplyResult{Value: v, Err: err}
 }
 
-// Watch returns a channel closed at the next applied entry.
+// Watch returns a channel closed at the next entry that changes the state.
 func (f *FSM) Watch() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

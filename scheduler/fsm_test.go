@@ -524,6 +524,9 @@ func TestApplyNodesAndOperators(t *testing.T) {
 				}
 			}},
 		{name: "register without id", prep: func(h *harness) Command { return nodeCmd("", "i1", 1) }, err: ErrInvalid},
+		{name: "register with a repeated GPU index", prep: func(h *harness) Command {
+			return nodeCmd("n1", "i1", 1, append(a100s(2), a100s(1)...)...)
+		}, err: ErrInvalid},
 		{name: "set state", prep: func(h *harness) Command {
 			h.must(nodeCmd("n1", "i1", 1))
 			return &SetNodeState{At: t0.Add(time.Second), ID: "n1", State: NodeLeft}
@@ -624,7 +627,7 @@ func scenario(h *harness) {
 	tok := h.running("j1", 0)
 	h.must(&RenewLease{At: t0, JobID: "j1", Token: tok, ExpiresAt: t0.Add(time.Hour)})
 	h.must(&CompleteJob{At: t0.Add(time.Hour), JobID: "j1", Token: tok, State: StateSucceeded,
-		Metrics: map[string]any{"psnr_db": 31.25, "gain": 1.5, "nested": map[string]any{"b": 1.0, "a": []any{1.0, "x"}}},
+		Metrics:   map[string]any{"psnr_db": 31.25, "gain": 1.5, "nested": map[string]any{"b": 1.0, "a": []any{1.0, "x"}}},
 		RunBundle: &BundleRef{CID: "bcid", SHA256: "bsha", Size: 99}, Operator: &OperatorEntry{Key: "op", Ref: BundleRef{CID: "ocid"}}})
 	tok = h.running("j2", 1)
 	h.must(&RequeueJob{At: t0, JobID: "j2", Token: tok, Reason: "lease expired"})

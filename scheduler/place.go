@@ -41,7 +41,8 @@ type Plan struct {
 
 type nodeFree struct {
 	node     *Node
-	freeGPUs []int // indices, ascending
+	models   []string // node.GPUs[i].Model in lower case
+	freeGPUs []int    // indices
 	slots    int
 	// running free-priority GPU jobs, preemptible by sprint jobs
 	preemptible []Job
@@ -64,6 +65,7 @@ func Place(in PlaceInput) Plan {
 		f := &nodeFree{node: n, slots: n.Slots}
 		for _, g := range n.GPUs {
 			f.freeGPUs = append(f.freeGPUs, g.Index)
+			f.models = append(f.models, strings.ToLower(g.Model))
 		}
 		free = append(free, f)
 		byID[n.ID] = f
@@ -120,6 +122,7 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 	}
 	var out []*nodeFree
 	inRegion, withExec := 0, 0
+	want := strings.ToLower(j.Resources.GPUModel)
 	for _, f := range free {
 		if j.Region != "" && f.node.Region != j.Region {
 			continue
@@ -135,7 +138,13 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 			}
 			continue
 		}
-		if len(matchingGPUs(f.node.GPUs, nil, j.Resources)) >= j.Resources.GPUs {
+		n := 0
+		for i := range f.node.GPUs {
+			if f.fits(i, j.Resources, want) {
+				n++
+			}
+		}
+		if n >= j.Resources.GPUs {
 			out = append(out, f)
 		}
 	}
@@ -164,24 +173,28 @@ func describeGPUs(r Resources) string {
 	return s
 }
 
-// matchingGPUs returns the indices of gpus that match r, restricted to
-// allowed when allowed is non-nil, in ascending index order.
-func matchingGPUs(gpus []GPU, allowed []int, r Resources) []int {
+// matching returns the indices of f's GPUs that match r, restricted to
+// allowed when allowed is non-nil, in ascending index order. A model matches
+// when it contains r.GPUModel, ignoring case ("a100" matches
+// "NVIDIA A100-SXM4-40GB").
+func (f *nodeFree) matching(allowed []int, r Resources) []int {
+	want := strings.ToLower(r.GPUModel)
 	var out []int
-	for _, g := range gpus {
-		if allowed != nil && !slices.Contains(allowed, g.Index) {
-			continue
+	for i, g := range f.node.GPUs {
+		if (allowed == nil || slices.Contains(allowed, g.Index)) && f.fits(i, r, want) {
+			out = append(out, g.Index)
 		}
-		if r.GPUModel != "" && !strings.Contains(strings.ToLower(g.Model), strings.ToLower(r.GPUModel)) {
-			continue
-		}
-		if r.GPUMemoryMB > 0 && g.MemoryMB < r.GPUMemoryMB {
-			continue
-		}
-		out = append(out, g.Index)
 	}
-	slices.Sort(out)
+	if !slices.IsSorted(out) {
+		slices.Sort(out)
+	}
 	return out
+}
+
+// fits reports whether GPU i of the node matches r; want is r.GPUModel in
+// lower case.
+func (f *nodeFree) fits(i int, r Resources, want string) bool {
+	return (want == "" || strings.Contains(f.models[i], want)) && (r.GPUMemoryMB <= 0 || f.node.GPUs[i].MemoryMB >= r.GPUMemoryMB)
 }
 
 // pick chooses a node with room now: GPU jobs go to the node with the fewest
@@ -197,7 +210,7 @@ func pick(cands []*nodeFree, j *Job) (Assignment, bool) {
 			}
 			continue
 		}
-		m := matchingGPUs(f.node.GPUs, f.freeGPUs, j.Resources)
+		m := f.matching(f.freeGPUs, j.Resources)
 		if len(m) >= j.Resources.GPUs && (best == nil || len(m) < len(bestGPUs)) {
 			best, bestGPUs = f, m
 		}
@@ -230,7 +243,7 @@ func preempt(cands []*nodeFree, j *Job) (Preemption, bool) {
 				continue // older than the best victim so far
 			}
 			pool := append(slices.Clone(f.freeGPUs), v.Lease.GPUs...)
-			m := matchingGPUs(f.node.GPUs, pool, j.Resources)
+			m := f.matching(pool, j.Resources)
 			if len(m) < j.Resources.GPUs {
 				continue
 			}

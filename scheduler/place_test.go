@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -247,7 +248,11 @@ func TestPlace(t *testing.T) {
 				Nodes: []Node{pnode("n1", 0, gpus("A100", 40960, 0, 1)...)},
 				Running: []Job{
 					run(gpuJob("paid", PriorityPaid, 1, 1), "n1", 20, 0),
-					func() Job { j := run(gpuJob("stopping", PriorityFree, 2, 1), "n1", 21, 1); j.CancelRequested = true; return j }(),
+					func() Job {
+						j := run(gpuJob("stopping", PriorityFree, 2, 1), "n1", 21, 1)
+						j.CancelRequested = true
+						return j
+					}(),
 				},
 				Queued: []Job{gpuJob("sprint", PrioritySprint, 3, 1)},
 			},
@@ -494,7 +499,8 @@ func checkPlanInvariants(t *testing.T, in PlaceInput, p Plan) {
 			}
 			held[k] = true
 			gi := slices.IndexFunc(n.GPUs, func(x GPU) bool { return x.Index == g })
-			if gi < 0 || len(matchingGPUs(n.GPUs[gi:gi+1], nil, j.Resources)) != 1 {
+			if gi < 0 || !strings.Contains(strings.ToLower(n.GPUs[gi].Model), strings.ToLower(j.Resources.GPUModel)) ||
+				n.GPUs[gi].MemoryMB < j.Resources.GPUMemoryMB {
 				t.Errorf("%s given GPU %s that does not match %+v", a.JobID, k, j.Resources)
 			}
 		}

@@ -364,6 +364,13 @@ func (s *state) registerNode(c *RegisterNode) (any, error) {
 	if n.ID == "" {
 		return nil, fmt.Errorf("register node: %w: id required", ErrInvalid)
 	}
+	// Placement and assignment name GPUs by index: a repeated index would
+	// make every assignment to this node fail and the leader retry forever.
+	for i, g := range n.GPUs {
+		if slices.ContainsFunc(n.GPUs[:i], func(x GPU) bool { return x.Index == g.Index }) {
+			return nil, fmt.Errorf("register node %s: %w: GPU index %d repeated", n.ID, ErrInvalid, g.Index)
+		}
+	}
 	if n.State == "" {
 		n.State = NodeReady
 	}

@@ -125,6 +125,14 @@ func (s *Server) deleteDataset(_ http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return nil, err
 	}
+	// Refuse here what the FSM would refuse, sparing the log an entry;
+	// the FSM checks again against the state it applies to.
+	jobs, _ := s.deps.State.Jobs(scheduler.JobFilter{Tenant: c.tenant()})
+	for _, j := range jobs {
+		if j.Dataset == d.ID && !scheduler.Terminal(j.State) {
+			return nil, apiError(http.StatusConflict, "dataset_in_use", "dataset %s is used by %s job %s", d.ID, j.State, j.ID)
+		}
+	}
 	_, err = s.deps.Writer.Apply(r.Context(), &scheduler.DeleteDataset{At: s.now(), Tenant: c.tenant(), ID: d.ID})
 	switch {
 	case errors.Is(err, scheduler.ErrConflict):

@@ -398,6 +398,10 @@ func parseBool(v string) (bool, error) {
 // every state change and every logPoll.
 func (s *Server) followLog(ctx context.Context, w http.ResponseWriter, id string) error {
 	rc := http.NewResponseController(w)
+	// A follow lasts as long as the job: lift the server's write deadline.
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
 	tick := time.NewTicker(logPoll)
 	defer tick.Stop()
 	var off int64

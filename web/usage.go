@@ -79,9 +79,10 @@ func (s *Server) getUsage(_ http.ResponseWriter, r *http.Request, c *caller) (an
 			u.StorageBytes += j.RunBundle.Size
 		}
 	}
-	u.StorageGB = round6(float64(u.StorageBytes) / bytesPerGB)
+	gb := float64(u.StorageBytes) / bytesPerGB
+	u.StorageGB = math.Round(gb*1e9) / 1e9 // to the byte
 	u.Cost.GPU = round6(u.GPUMinutes * priceGPUMinute)
-	u.Cost.Storage = round6(u.StorageGB * priceGBMonth)
+	u.Cost.Storage = round6(gb * priceGBMonth)
 	u.Cost.API = round6(float64(u.APICalls) * priceAPICall)
 	u.Cost.Total = round6(u.Cost.GPU + u.Cost.Storage + u.Cost.API)
 	u.Quotas = tierQuotas(tier)
@@ -126,4 +127,5 @@ func tierQuotas(tier string) quotas {
 	return quotas{StorageBytes: iptr(paidStorageBytes), StorageGB: ptr(paidStorageBytes / bytesPerGB)}
 }
 
+// round6 rounds to a millionth (of a minute or a dollar).
 func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }

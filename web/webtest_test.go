@@ -251,7 +251,7 @@ func (e *env) finishJob(id string, start, end time.Time, gpus []int, bundle []by
 		e.t.Fatal(err)
 	}
 	e.apply(&scheduler.CompleteJob{At: end, JobID: id, Token: tok, State: scheduler.StateSucceeded,
-		Metrics: map[string]any{"psnr_db": 30.5},
+		Metrics:   map[string]any{"psnr_db": 30.5},
 		RunBundle: &scheduler.BundleRef{CID: ref.CID.String(), SHA256: ref.SHA256, Size: ref.Size}})
 	return ref
 }

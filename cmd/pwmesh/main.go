@@ -217,8 +217,14 @@ func groupCmd(use, short string) *cobra.Command {
 // args checks the number of positional arguments and names them in the error.
 func args(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, got []string) error {
-		if len(got) != len(names) {
-			return usagef("%s takes %d argument(s): %s (got %d)", cmd.CommandPath(), len(names), strings.Join(names, " "), len(got))
+		switch {
+		case len(got) == len(names):
+		case len(names) == 0:
+			return usagef("%s takes no arguments (got %q)", cmd.CommandPath(), got)
+		case len(names) == 1:
+			return usagef("%s takes one argument, %s (got %d)", cmd.CommandPath(), names[0], len(got))
+		default:
+			return usagef("%s takes %d arguments, %s (got %d)", cmd.CommandPath(), len(names), strings.Join(names, " "), len(got))
 		}
 		for i, v := range got {
 			if strings.TrimSpace(v) == "" {

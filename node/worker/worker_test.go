@@ -17,7 +17,6 @@ import (
 	"github.com/pwmesh/pwmesh/cas/bundle"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/node/workload"
-	"github.com/pwmesh/pwmesh/node/workload/npy"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/scheduler/schedulertest"
 )
@@ -39,7 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	raft   *scheduler.Raft
 	fsm    *scheduler.FSM
 	store  cas.Store
@@ -50,28 +49,14 @@ type fixture struct {
 	mu     sync.Mutex
 }
 
-func operatorKeyForTest(jobType string, params json.RawMessage, dataset []byte) (string, error) {
-	if jobType == workload.TypeGenerateDataset {
-		p, err := workload.ParseParams(jobType, params)
-		if err != nil {
-			return "", err
-		}
-		return workload.OperatorKeyFor(p.Size, p.Sampling, p.OperatorSeed), nil
-	}
-	_, other, err := npy.ReadNPZ(dataset)
-	if err != nil {
-		return "", err
-	}
-	var spec workload.DatasetSpec
-	if err := json.Unmarshal(other["spec.json"], &spec); err != nil {
-		return "", err
-	}
-	return workload.OperatorKeyFor(spec.Size, spec.Sampling, spec.OperatorSeed), nil
-}
-
 // newFixture starts a real one-node Raft, the leader loop, a store and a
 // worker whose process executor re-enters this test binary.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	return newFixtureWith(t, &Process{Binary: os.Args[0], Args: []string{"-test.run=^$"}, Env: []string{"PWMESH_WORKER_CHILD=1"}, KillGrace: time.Second}, 2)
+}
+
+func newFixtureWith(t testing.TB, exec Executor, slots int) *fixture {
 	t.Helper()
 	r := schedulertest.NewRaft(t)
 	store, err := fsstore.New(t.TempDir())
@@ -82,13 +67,13 @@ func newFixture(t *testing.T) *fixture {
 	ttl := 2 * time.Second
 	w, err := New(Config{
 		NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), LeaseTTL: ttl, Tick: 50 * time.Millisecond,
-		OperatorKey: operatorKeyForTest, Version: "test", NewID: f.newID,
-	}, f.fsm, r, store, &Process{Binary: os.Args[0], Args: []string{"-test.run=^$"}, Env: []string{"PWMESH_WORKER_CHILD=1"}, KillGrace: time.Second})
+		OperatorKey: workload.JobOperatorKey, Version: "test", NewID: f.newID,
+	}, f.fsm, r, store, exec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.worker = w
-	schedulertest.MustApply(t, r, &scheduler.RegisterNode{At: time.Now(), Node: scheduler.Node{ID: "n1", State: scheduler.NodeReady, Slots: 2, Incarnation: "inc1", Executors: []string{"process"}}})
+	schedulertest.MustApply(t, r, &scheduler.RegisterNode{At: time.Now(), Node: scheduler.Node{ID: "n1", State: scheduler.NodeReady, Slots: slots, Incarnation: "inc1", Executors: []string{"process"}}})
 	schedulertest.MustApply(t, r, &scheduler.CreateKey{At: time.Now(), Key: scheduler.APIKey{Hash: "h", Tenant: "acme", Tier: "paid"}})
 	l, err := scheduler.NewLeader(scheduler.LeaderConfig{LeaseTTL: ttl, Tick: 50 * time.Millisecond}, f.fsm, r)
 	if err != nil {
@@ -199,7 +184,7 @@ func TestRunsGenerateThenCalibrateWithOperatorCache(t *testing.T) {
 	}
 }
 
-func bytesOf(t *testing.T, f *fixture, j scheduler.Job) io.Reader {
+func bytesOf(t testing.TB, f *fixture, j scheduler.Job) io.Reader {
 	c, _ := cas.ParseCID(j.RunBundle.CID)
 	file, err := f.store.Open(context.Background(), c)
 	if err != nil {

@@ -159,3 +159,15 @@ func parseSpec(raw []byte) (DatasetSpec, error) {
 	}
 	return s, nil
 }
+
+// DatasetOperatorKey returns the compiled-operator key a dataset-consuming job
+// will use, read from the dataset's spec.json after the same validation Run
+// applies (errors wrap ErrInvalidParams). The worker can look the operator up
+// in the cache before the job starts.
+func DatasetOperatorKey(dataset []byte) (string, error) {
+	d, err := parseDataset(dataset, false, false)
+	if err != nil {
+		return "", err
+	}
+	return OperatorKeyFor(d.spec.Size, d.spec.Sampling, d.spec.OperatorSeed), nil
+}

@@ -45,9 +45,8 @@ type Operator struct {
 	L        float64 // Lipschitz constant estimate of AᵀA
 
 	rowBytes int    // ceil(N/8)
-	sign     []byte // row-major sign bits: row i, byte c, bit k = entry (i, 8c+k)
-	fwd      []byte // fwd[c*M+i] = sign[i*rowBytes+c], for A·x
-	adj      []byte // adj[r*N+j], bit k = entry (8r+k, j), for Aᵀ·y
+	fwd      []byte // fwd[c*M+i], bit k = entry (i, 8c+k), for A·x; the canonical form
+	adj      []byte // adj[r*N+j], bit k = entry (8r+k, j), for Aᵀ·y; derived from fwd
 }
 
 // rowsFor is the number of measurements for an image side and sampling ratio.
@@ -87,21 +86,21 @@ func buildOperator(ctx context.Context, size int, sampling float64, seed int64) 
 	n := size * size
 	m := rowsFor(size, sampling)
 	o := &Operator{M: m, N: n, Size: size, Sampling: sampling, Seed: seed, rowBytes: (n + 7) / 8}
-	o.sign = make([]byte, m*o.rowBytes)
+	// Row by row, 64 entries per draw; bits past column N stay zero.
+	o.fwd = make([]byte, o.rowBytes*m)
 	rng := rand.New(rand.NewPCG(uint64(seed), streamOperator))
 	var lastMask byte = 0xff
 	if r := n % 8; r != 0 {
 		lastMask = byte(1)<<r - 1
 	}
 	for i := range m {
-		row := o.sign[i*o.rowBytes : (i+1)*o.rowBytes]
-		for c := 0; c < len(row); c += 8 {
+		for c := 0; c < o.rowBytes; c += 8 {
 			u := rng.Uint64()
-			for k := 0; k < 8 && c+k < len(row); k++ {
-				row[c+k] = byte(u >> (8 * k))
+			for k := 0; k < 8 && c+k < o.rowBytes; k++ {
+				o.fwd[(c+k)*m+i] = byte(u >> (8 * k))
 			}
 		}
-		row[len(row)-1] &= lastMask
+		o.fwd[(o.rowBytes-1)*m+i] &= lastMask
 	}
 	o.derive()
 	l, err := o.powerIteration(ctx)
@@ -112,29 +111,31 @@ func buildOperator(ctx context.Context, size int, sampling float64, seed int64) 
 	return o, nil
 }
 
-// derive fills the two product layouts from the canonical sign bits.
+// derive fills the Aᵀ layout from the canonical one: each 8×8 block of signs
+// (8 rows from one byte plane of fwd, 8 columns) is bit-transposed.
 func (o *Operator) derive() {
-	m, rb := o.M, o.rowBytes
-	o.fwd = make([]byte, rb*m)
-	for i := range m {
-		row := o.sign[i*rb : (i+1)*rb]
-		for c, b := range row {
-			o.fwd[c*m+i] = b
-		}
-	}
+	m, rb, n := o.M, o.rowBytes, o.N
 	rc := (m + 7) / 8
-	o.adj = make([]byte, rc*o.N)
+	o.adj = make([]byte, rc*n)
+	var tail [8]byte
 	for r := range rc {
-		out := o.adj[r*o.N : (r+1)*o.N]
+		out := o.adj[r*n : (r+1)*n]
 		for c := range rb {
+			plane := o.fwd[c*m : (c+1)*m]
 			var x uint64
-			for k := range 8 {
-				if i := 8*r + k; i < m {
-					x |= uint64(o.sign[i*rb+c]) << (8 * k)
-				}
+			if 8*r+8 <= m {
+				x = binary.LittleEndian.Uint64(plane[8*r:])
+			} else {
+				tail = [8]byte{}
+				copy(tail[:], plane[8*r:])
+				x = binary.LittleEndian.Uint64(tail[:])
 			}
 			x = transpose8(x)
-			for t := 0; t < 8 && 8*c+t < o.N; t++ {
+			if 8*c+8 <= n {
+				binary.LittleEndian.PutUint64(out[8*c:], x)
+				continue
+			}
+			for t := 0; 8*c+t < n; t++ {
 				out[8*c+t] = byte(x >> (8 * t))
 			}
 		}
@@ -283,7 +284,8 @@ func scaleTo(v []float64, s float64) {
 // Serialised form (all integers little-endian):
 //
 //	magic "PWMSPCOP" | format u16 = 1 | len u8 + Version | size u32 | M u32 |
-//	N u32 | sampling f64 | seed i64 | L f64 | sign bits (M·ceil(N/8) bytes) |
+//	N u32 | sampling f64 | seed i64 | L f64 | sign bits (ceil(N/8)·M bytes,
+//	byte c·M+i holding the signs of row i, columns 8c..8c+7, bit set = +1) |
 //	CRC-32C (Castagnoli) of everything before it, u32
 const (
 	opMagic  = "PWMSPCOP"
@@ -298,7 +300,7 @@ var errCorrupt = errors.New("workload: corrupt compiled operator")
 // MarshalBinary encodes o compactly (about M·N/8 bytes) with a versioned
 // header and a checksum.
 func (o *Operator) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, 64+len(o.sign))
+	b := make([]byte, 0, 64+len(o.fwd))
 	b = append(b, opMagic...)
 	b = binary.LittleEndian.AppendUint16(b, opFormat)
 	b = append(b, byte(len(Version)))
@@ -309,7 +311,7 @@ func (o *Operator) MarshalBinary() ([]byte, error) {
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Sampling))
 	b = binary.LittleEndian.AppendUint64(b, uint64(o.Seed))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.L))
-	b = append(b, o.sign...)
+	b = append(b, o.fwd...)
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable)), nil
 }
 
@@ -354,7 +356,7 @@ func UnmarshalOperator(b []byte) (*Operator, error) {
 	if len(p) != m*o.rowBytes {
 		return bad("sign bits have the wrong length")
 	}
-	o.sign = append([]byte(nil), p...)
+	o.fwd = append([]byte(nil), p...)
 	o.derive()
 	return o, nil
 }

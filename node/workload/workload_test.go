@@ -338,26 +338,37 @@ func TestMalformedDatasets(t *testing.T) {
 		data []byte
 		want string
 	}{
-		"nil":         {nil, "empty"},
-		"garbage":     {[]byte("definitely not a zip archive"), "not a zip"},
-		"truncated":   {good[:len(good)/2], "dataset"},
-		"no y":        {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "y") }), "missing y.npy"},
-		"no y_cal":    {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "y_cal") }), "missing y_cal.npy"},
-		"no levels":   {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "cal_levels") }), "missing cal_levels.npy"},
-		"no spec":     {variant(func(_ map[string]npy.Array, o map[string][]byte) { delete(o, "spec.json") }), "missing spec.json"},
-		"spec junk":   {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte("{") }), "spec.json"},
-		"spec type":   {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":"8"}`) }), "size"},
-		"spec lacks":  {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":8}`) }), `lacks "sampling"`},
-		"spec size":   {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":4096,"sampling":0.25,"operator_seed":7}`) }), "size must be between"},
-		"spec gain":   {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":8,"sampling":0.25,"operator_seed":7,"gain":1}`) }), "together"},
-		"other size":  {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":16,"sampling":0.25,"operator_seed":7}`) }), "y.npy has shape"},
-		"y 2-D":       {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(a["y"].Data, 1, m) }), "y.npy has shape"},
-		"y short":     {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(a["y"].Data[1:], m-1) }), "y.npy has shape"},
-		"y NaN":       {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(nan, m) }), "NaN"},
-		"y_cal K":     {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y_cal"] = npy.New(a["y_cal"].Data[:4*m], 4, m) }), "y_cal.npy has shape"},
-		"levels 2-D":  {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["cal_levels"] = npy.New(a["cal_levels"].Data, 5, 1) }), "cal_levels.npy has shape"},
-		"x_gt dims":   {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["x_gt"] = npy.New(a["x_gt"].Data, 64) }), "x_gt.npy has shape"},
-		"y bad npy":   {variant(func(a map[string]npy.Array, o map[string][]byte) { delete(a, "y"); o["y.npy"] = []byte("\x93NUMPY junk") }), "y.npy"},
+		"nil":        {nil, "empty"},
+		"garbage":    {[]byte("definitely not a zip archive"), "not a zip"},
+		"truncated":  {good[:len(good)/2], "dataset"},
+		"no y":       {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "y") }), "missing y.npy"},
+		"no y_cal":   {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "y_cal") }), "missing y_cal.npy"},
+		"no levels":  {variant(func(a map[string]npy.Array, _ map[string][]byte) { delete(a, "cal_levels") }), "missing cal_levels.npy"},
+		"no spec":    {variant(func(_ map[string]npy.Array, o map[string][]byte) { delete(o, "spec.json") }), "missing spec.json"},
+		"spec junk":  {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte("{") }), "spec.json"},
+		"spec type":  {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":"8"}`) }), "size"},
+		"spec lacks": {variant(func(_ map[string]npy.Array, o map[string][]byte) { o["spec.json"] = []byte(`{"size":8}`) }), `lacks "sampling"`},
+		"spec size": {variant(func(_ map[string]npy.Array, o map[string][]byte) {
+			o["spec.json"] = []byte(`{"size":4096,"sampling":0.25,"operator_seed":7}`)
+		}), "size must be between"},
+		"spec gain": {variant(func(_ map[string]npy.Array, o map[string][]byte) {
+			o["spec.json"] = []byte(`{"size":8,"sampling":0.25,"operator_seed":7,"gain":1}`)
+		}), "together"},
+		"other size": {variant(func(_ map[string]npy.Array, o map[string][]byte) {
+			o["spec.json"] = []byte(`{"size":16,"sampling":0.25,"operator_seed":7}`)
+		}), "y.npy has shape"},
+		"y 2-D":   {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(a["y"].Data, 1, m) }), "y.npy has shape"},
+		"y short": {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(a["y"].Data[1:], m-1) }), "y.npy has shape"},
+		"y NaN":   {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y"] = npy.New(nan, m) }), "NaN"},
+		"y_cal K": {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["y_cal"] = npy.New(a["y_cal"].Data[:4*m], 4, m) }), "y_cal.npy has shape"},
+		"levels 2-D": {variant(func(a map[string]npy.Array, _ map[string][]byte) {
+			a["cal_levels"] = npy.New(a["cal_levels"].Data, 5, 1)
+		}), "cal_levels.npy has shape"},
+		"x_gt dims": {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["x_gt"] = npy.New(a["x_gt"].Data, 64) }), "x_gt.npy has shape"},
+		"y bad npy": {variant(func(a map[string]npy.Array, o map[string][]byte) {
+			delete(a, "y")
+			o["y.npy"] = []byte("\x93NUMPY junk")
+		}), "y.npy"},
 		"flat levels": {variant(func(a map[string]npy.Array, _ map[string][]byte) { a["cal_levels"] = npy.New(make([]float64, 5), 5) }), "do not determine"},
 	}
 	for name, c := range cases {
@@ -460,5 +471,16 @@ func TestMetricsHelpers(t *testing.T) {
 	}
 	if s := SSIM(Phantom(8, 2), Phantom(8, 3), 8, 8); !(s > 0 && s < 1) {
 		t.Errorf("SSIM at 8×8 = %v", s)
+	}
+}
+
+func TestDatasetOperatorKey(t *testing.T) {
+	t.Parallel()
+	k, err := DatasetOperatorKey(genDataset(t, 8, "mild", 0))
+	if err != nil || k != OperatorKeyFor(8, 0.25, 7) {
+		t.Fatalf("got %q, %v", k, err)
+	}
+	if _, err := DatasetOperatorKey([]byte("junk")); !errors.Is(err, ErrInvalidParams) {
+		t.Fatalf("junk: got %v", err)
 	}
 }

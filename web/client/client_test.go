@@ -203,7 +203,11 @@ func TestWaitJobAndCancel(t *testing.T) {
 	c := newServer(t, map[string]http.HandlerFunc{
 		"GET /jobs/{id}": func(w http.ResponseWriter, r *http.Request) {
 			state := scheduler.StateRunning
-			if polls.Add(1) >= 3 {
+			switch n := polls.Add(1); {
+			case n == 2:
+				writeError(w, http.StatusServiceUnavailable, "no_leader", "no leader yet")
+				return
+			case n >= 4:
 				state = scheduler.StateCancelled
 			}
 			writeJSON(w, 200, scheduler.Job{ID: r.PathValue("id"), State: state})
@@ -212,12 +216,12 @@ func TestWaitJobAndCancel(t *testing.T) {
 			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: r.PathValue("id"), State: scheduler.StateRunning, CancelRequested: true})
 		},
 	})
-	j, err := c.CancelJob(t.Context(), "j/1")
+	j, err := c.CancelJob(t.Context(), "j/1") // an id with a slash stays one path segment
 	if err != nil || j.ID != "j/1" || !j.CancelRequested {
 		t.Fatalf("CancelJob = %+v, %v", j, err)
 	}
 	j, err = c.WaitJob(t.Context(), "j1", time.Millisecond)
-	if err != nil || j.State != scheduler.StateCancelled || polls.Load() != 3 {
+	if err != nil || j.State != scheduler.StateCancelled || polls.Load() != 4 {
 		t.Fatalf("WaitJob = %+v, %v after %d polls", j, err, polls.Load())
 	}
 }

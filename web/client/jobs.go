@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,7 +80,9 @@ func (c *Client) CancelJob(ctx context.Context, id string) (scheduler.Job, error
 
 // WaitJob polls the job every poll (1s when poll <= 0) until it reaches a
 // terminal state and returns it. It returns early with ctx's error, together
-// with the last job seen, when ctx ends. An API error ends the wait.
+// with the last job seen, when ctx ends. A 502, 503 or 504 answer (no leader
+// yet, a node in between restarting) is retried at the next tick; any other
+// error ends the wait.
 func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (scheduler.Job, error) {
 	if poll <= 0 {
 		poll = time.Second
@@ -97,6 +100,9 @@ func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (sc
 		case <-t.C:
 		}
 		next, err := c.GetJob(ctx, id)
+		if transient(err) {
+			continue // e.g. 503 while a new leader is elected
+		}
 		if err != nil {
 			return j, err
 		}
@@ -124,4 +130,17 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool) (io.ReadClose
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// transient reports whether err is an API answer worth retrying later.
+func transient(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }

@@ -7,11 +7,15 @@ import (
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
-// Node is one entry of GET /nodes: the scheduler's node record plus its
-// role in the mesh (scheduler.RoleLeader, RoleFollower or RoleWorker).
+// Node is one entry of GET /nodes (CONTRACT.md §3). Role is
+// scheduler.RoleLeader, RoleFollower or RoleWorker; State is
+// scheduler.NodeReady, NodeDown or NodeLeft.
 type Node struct {
-	scheduler.Node
-	Role string `json:"role"`
+	ID     string          `json:"id"`
+	Region string          `json:"region"`
+	Role   string          `json:"role"`
+	State  string          `json:"state"`
+	GPUs   []scheduler.GPU `json:"gpus"`
 }
 
 // Nodes returns the members of the mesh.

@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+func TestJobSubmitParams(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		got     scheduler.JobRequest
+		idemKey string
+	)
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"POST /jobs": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			idemKey = r.Header.Get("Idempotency-Key")
+			if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+				apiError(w, 400, "bad_request", err.Error())
+				return
+			}
+			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: "job-1", Type: got.Type, State: "queued", Params: got.Params})
+		},
+	})
+	r := cli(t, addr, nil, "job", "submit",
+		"--type", "reconstruct", "--dataset", "ds-1",
+		"--params-json", `{"size": 1, "keep": true}`,
+		"--param", "size=32", "--param", "severity=mild", "--param", "scale=0.5",
+		"--param", "mask=[1,2]", "--param", "note=a=b", "--param", "empty=",
+		"--priority", "paid", "--gpus", "1", "--gpu-model", "A100", "--gpu-memory-mb", "40000",
+		"--timeout", "30m", "--image", "img:1", "--region", "eu", "--idempotency-key", "k-1")
+	r.wantCode(t, 0)
+	if r.stdout != "job-1\n" {
+		t.Errorf("stdout = %q, want the job id", r.stdout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var params map[string]any
+	if err := json.Unmarshal(got.Params, &params); err != nil {
+		t.Fatalf("params %s: %v", got.Params, err)
+	}
+	want := map[string]any{
+		"size": 32.0, "severity": "mild", "scale": 0.5, "keep": true,
+		"mask": []any{1.0, 2.0}, "note": "a=b", "empty": "",
+	}
+	if fmt.Sprint(params) != fmt.Sprint(want) {
+		t.Errorf("params = %v, want %v", params, want)
+	}
+	if got.Type != "reconstruct" || got.Dataset != "ds-1" || got.Priority != "paid" || got.Timeout != "30m" ||
+		got.Image != "img:1" || got.Region != "eu" ||
+		got.Resources != (scheduler.Resources{GPUs: 1, GPUModel: "A100", GPUMemoryMB: 40000}) {
+		t.Errorf("request = %+v", got)
+	}
+	if idemKey != "k-1" {
+		t.Errorf("Idempotency-Key = %q", idemKey)
+	}
+}
+
+func TestJobSubmitJSONAndError(t *testing.T) {
+	t.Parallel()
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"POST /jobs": func(w http.ResponseWriter, r *http.Request) {
+			var req scheduler.JobRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			if req.Priority == "sprint" {
+				apiError(w, http.StatusForbidden, "priority_not_allowed", "a free key may not ask for sprint")
+				return
+			}
+			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: "job-2", Type: req.Type, State: "queued", QueuePosition: 4})
+		},
+	})
+	r := cli(t, addr, nil, "job", "submit", "--type", "generate_dataset", "--json")
+	r.wantCode(t, 0)
+	var j scheduler.Job
+	if err := json.Unmarshal([]byte(r.stdout), &j); err != nil || j.ID != "job-2" || j.QueuePosition != 4 {
+		t.Errorf("--json output %q: %+v, %v", r.stdout, j, err)
+	}
+
+	r = cli(t, addr, nil, "job", "submit", "--type", "calibrate", "--priority", "sprint")
+	r.wantCode(t, 1)
+	if r.stderr != "pwmesh: 403 priority_not_allowed: a free key may not ask for sprint\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}
+
+func TestJobSubmitWait(t *testing.T) {
+	t.Parallel()
+	for _, final := range []string{scheduler.StateSucceeded, scheduler.StateFailed} {
+		t.Run(final, func(t *testing.T) {
+			t.Parallel()
+			var polls atomic.Int32
+			addr := fakeAPI(t, map[string]http.HandlerFunc{
+				"POST /jobs": func(w http.ResponseWriter, r *http.Request) {
+					writeJSON(w, http.StatusAccepted, scheduler.Job{ID: "job-3", State: "queued"})
+				},
+				"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job {
+					j := scheduler.Job{ID: id, Type: "calibrate", State: "running"}
+					if polls.Add(1) >= 3 {
+						j.State = final
+						if final == scheduler.StateFailed {
+							j.Error = &scheduler.JobError{Code: "workload_error", Message: "calibration diverged"}
+						}
+					}
+					return j
+				}),
+			})
+			r := cli(t, addr, nil, "job", "submit", "--type", "calibrate", "--dataset", "ds", "--wait", "--poll-interval", "1ms")
+			if final == scheduler.StateSucceeded {
+				r.wantCode(t, 0)
+			} else {
+				r.wantCode(t, 1)
+				if !strings.Contains(r.stderr, "pwmesh: job job-3 failed: calibration diverged (workload_error)") {
+					t.Errorf("stderr = %q", r.stderr)
+				}
+			}
+			if !strings.Contains(r.stdout, "State:") || !strings.Contains(r.stdout, final) {
+				t.Errorf("stdout does not show the final job:\n%s", r.stdout)
+			}
+		})
+	}
+}
+
+func TestJobWaitExitCodes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		state  string
+		code   int
+		stderr string
+	}{
+		{scheduler.StateSucceeded, 0, ""},
+		{scheduler.StateFailed, 1, "pwmesh: job j-failed failed: out of GPU memory (oom)\n"},
+		{scheduler.StateCancelled, 1, "pwmesh: job j-cancelled cancelled\n"},
+		{scheduler.StateTimedOut, 1, "pwmesh: job j-timed_out timed_out: ran past its 1h timeout (timeout)\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.state, func(t *testing.T) {
+			t.Parallel()
+			var polls atomic.Int32
+			addr := fakeAPI(t, map[string]http.HandlerFunc{
+				"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job {
+					j := scheduler.Job{ID: id, State: "queued"}
+					if polls.Add(1) > 2 {
+						j.State = tc.state
+						switch tc.state {
+						case scheduler.StateFailed:
+							j.Error = &scheduler.JobError{Code: "oom", Message: "out of GPU memory"}
+						case scheduler.StateTimedOut:
+							j.Error = &scheduler.JobError{Code: "timeout", Message: "ran past its 1h timeout"}
+						}
+					}
+					return j
+				}),
+			})
+			id := "j-" + tc.state
+			r := cli(t, addr, nil, "job", "wait", id, "--poll-interval", "1ms")
+			r.wantCode(t, tc.code)
+			if r.stdout != id+" "+tc.state+"\n" || r.stderr != tc.stderr {
+				t.Errorf("stdout %q, stderr %q; want stderr %q", r.stdout, r.stderr, tc.stderr)
+			}
+			r = cli(t, addr, nil, "job", "wait", id, "--poll-interval", "1ms", "--json")
+			r.wantCode(t, tc.code)
+			var j scheduler.Job
+			if err := json.Unmarshal([]byte(r.stdout), &j); err != nil || j.State != tc.state {
+				t.Errorf("--json stdout %q: %v", r.stdout, err)
+			}
+		})
+	}
+}
+
+func TestJobWaitTimeout(t *testing.T) {
+	t.Parallel()
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job { return scheduler.Job{ID: id, State: "running"} }),
+	})
+	r := cli(t, addr, nil, "job", "wait", "j1", "--timeout", "20ms", "--poll-interval", "1ms")
+	r.wantCode(t, 1)
+	if r.stderr != "pwmesh: job j1 still running after 20ms\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}
+
+func TestJobWaitNotFound(t *testing.T) {
+	t.Parallel()
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs/{id}": func(w http.ResponseWriter, r *http.Request) {
+			apiError(w, http.StatusNotFound, "job_not_found", "no job "+r.PathValue("id"))
+		},
+	})
+	r := cli(t, addr, nil, "job", "wait", "nope")
+	r.wantCode(t, 1)
+	if r.stderr != "pwmesh: 404 job_not_found: no job nope\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}
+
+func TestJobListTable(t *testing.T) {
+	t.Parallel()
+	submitted := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	pages := map[string]string{"": "c2", "c2": ""}
+	jobsOf := map[string][]scheduler.Job{
+		"": {
+			{ID: "job-a", Type: "reconstruct", State: "running", Priority: "paid", Node: "n1", Attempts: 1, SubmittedAt: submitted},
+		},
+		"c2": {
+			{ID: "job-b", Type: "calibrate", State: "queued", Priority: "free", SubmittedAt: submitted,
+				QueuePosition: 2, Reason: "waiting for a free A100"},
+		},
+	}
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs": func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			if q.Get("state") != "" && q.Get("state") != "queued" {
+				t.Errorf("state = %q", q.Get("state"))
+			}
+			cursor := q.Get("cursor")
+			var next any
+			if pages[cursor] != "" {
+				next = pages[cursor]
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"jobs": jobsOf[cursor], "next_cursor": next})
+		},
+	})
+	r := cli(t, addr, nil, "job", "list", "--all")
+	r.wantCode(t, 0)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want a header and 2 rows, got:\n%s", r.stdout)
+	}
+	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "ID TYPE STATE PRIORITY NODE ATTEMPTS SUBMITTED QUEUE" {
+		t.Errorf("header = %q", lines[0])
+	}
+	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "job-a reconstruct running paid n1 1 2025-03-01T12:00:00Z" {
+		t.Errorf("row 1 = %q", lines[1])
+	}
+	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "job-b calibrate queued free - 0 2025-03-01T12:00:00Z #2: waiting for a free A100" {
+		t.Errorf("row 2 = %q", lines[2])
+	}
+	// Columns line up: every row's STATE starts where the header's does.
+	col := strings.Index(lines[0], "STATE")
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l[col:], "running") && !strings.HasPrefix(l[col:], "queued") {
+			t.Errorf("row %q is not aligned with the header", l)
+		}
+	}
+
+	// Without --all: one page and a note on stderr.
+	r = cli(t, addr, nil, "job", "list", "--state", "queued")
+	r.wantCode(t, 0)
+	if strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stderr, "--cursor c2") {
+		t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
+	}
+
+	r = cli(t, addr, nil, "job", "list", "--all", "--json")
+	r.wantCode(t, 0)
+	var jobs []scheduler.Job
+	if err := json.Unmarshal([]byte(r.stdout), &jobs); err != nil || len(jobs) != 2 || jobs[1].Reason == "" {
+		t.Errorf("--json = %q: %v", r.stdout, err)
+	}
+}
+
+func TestJobGetCancelLogs(t *testing.T) {
+	t.Parallel()
+	started := time.Date(2025, 3, 1, 12, 1, 0, 0, time.UTC)
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job {
+			return scheduler.Job{ID: id, Type: "reconstruct", State: "succeeded", Priority: "paid", Node: "n1",
+				Attempts: 2, StartedAt: &started, Metrics: map[string]any{"psnr_db": 31.5},
+				RunBundle: &scheduler.BundleRef{CID: "bafkx", SHA256: "ab", Size: 2048}}
+		}),
+		"POST /jobs/{id}/cancel": func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: r.PathValue("id"), State: "running", CancelRequested: true})
+		},
+		"GET /jobs/{id}/logs": func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "step 1\nfollow=%s\n", r.URL.Query().Get("follow"))
+		},
+	})
+	r := cli(t, addr, nil, "job", "get", "job-9")
+	r.wantCode(t, 0)
+	for _, want := range []string{"job-9", "succeeded", "Metric psnr_db:", "31.5", "bafkx (2.0 KiB)", "2025-03-01T12:01:00Z"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("job get output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = cli(t, addr, nil, "job", "cancel", "job-9")
+	r.wantCode(t, 0)
+	if r.stdout != "job-9 cancel requested (state running)\n" {
+		t.Errorf("cancel stdout = %q", r.stdout)
+	}
+	r = cli(t, addr, nil, "job", "logs", "job-9", "-f")
+	r.wantCode(t, 0)
+	if r.stdout != "step 1\nfollow=1\n" {
+		t.Errorf("logs stdout = %q", r.stdout)
+	}
+}
+
+// bundleAPI serves job "j1" as succeeded with a RunBundle of content whose
+// recorded sha256 is jobSHA, and the bundle bytes with Range support. It
+// records the Range headers it saw.
+func bundleAPI(t *testing.T, content []byte, jobSHA string, ranges *[]string) string {
+	var mu sync.Mutex
+	return fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job {
+			return scheduler.Job{ID: id, State: "succeeded",
+				RunBundle: &scheduler.BundleRef{CID: "cid-of-job", SHA256: jobSHA, Size: int64(len(content))}}
+		}),
+		"GET /jobs/{id}/runbundle": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			*ranges = append(*ranges, r.Header.Get("Range"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/x-tar")
+			w.Header().Set("ETag", `"cid-of-job"`)
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
+		},
+	})
+}
+
+func TestJobBundleDownload(t *testing.T) {
+	t.Parallel()
+	content := bytes.Repeat([]byte("runbundle bytes "), 5000)
+	ref := cas.SumBytes(content)
+	var ranges []string
+	addr := bundleAPI(t, content, ref.SHA256, &ranges)
+	out := filepath.Join(t.TempDir(), "b.tar")
+
+	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
+	r.wantCode(t, 0)
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("downloaded file: %v (len %d)", err, len(got))
+	}
+	if !strings.HasPrefix(r.stdout, out+"\ncid "+ref.CID.String()) {
+		t.Errorf("stdout = %q, want the path and CID %s", r.stdout, ref.CID)
+	}
+	if _, err := os.Stat(out + ".part"); !os.IsNotExist(err) {
+		t.Errorf("temp file left behind: %v", err)
+	}
+	if len(ranges) != 1 || ranges[0] != "" {
+		t.Errorf("Range headers = %q, want one whole download", ranges)
+	}
+
+	// --json names the file and the CID.
+	r = cli(t, addr, nil, "job", "bundle", "j1", "-o", out, "--json")
+	r.wantCode(t, 0)
+	var v struct {
+		Path, CID, SHA256 string
+		Size              int64
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Path != out || v.CID != ref.CID.String() ||
+		v.SHA256 != ref.SHA256 || v.Size != int64(len(content)) {
+		t.Errorf("--json = %q: %v", r.stdout, err)
+	}
+}
+
+func TestJobBundleResume(t *testing.T) {
+	t.Parallel()
+	content := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	ref := cas.SumBytes(content)
+	var ranges []string
+	addr := bundleAPI(t, content, ref.SHA256, &ranges)
+	out := filepath.Join(t.TempDir(), "b.tar")
+	const have = 10_000
+	if err := os.WriteFile(out+".part", content[:have], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
+	r.wantCode(t, 0)
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("resumed file differs: %v", err)
+	}
+	if len(ranges) != 1 || ranges[0] != fmt.Sprintf("bytes=%d-", have) {
+		t.Errorf("Range headers = %q", ranges)
+	}
+}
+
+func TestJobBundleSHA256Mismatch(t *testing.T) {
+	t.Parallel()
+	content := []byte("the bytes the node sends")
+	wrong := cas.SumBytes([]byte("the bytes the job recorded")).SHA256
+	var ranges []string
+	addr := bundleAPI(t, content, wrong, &ranges)
+	out := filepath.Join(t.TempDir(), "b.tar")
+	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "sha256 mismatch") || !strings.Contains(r.stderr, wrong) {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	for _, p := range []string{out, out + ".part"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s exists after a mismatch (%v)", p, err)
+		}
+	}
+}
+
+func TestJobBundleNotSucceeded(t *testing.T) {
+	t.Parallel()
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job { return scheduler.Job{ID: id, State: "running"} }),
+		"GET /jobs/{id}/runbundle": func(w http.ResponseWriter, r *http.Request) {
+			apiError(w, http.StatusConflict, "not_ready", "job is running")
+		},
+	})
+	out := filepath.Join(t.TempDir(), "b.tar")
+	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "job j1 is running") {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 0 {
+		t.Errorf("files left behind: %v", entries)
+	}
+}
