@@ -118,6 +118,17 @@ func (s *Server) getDataset(_ http.ResponseWriter, r *http.Request, c *caller) (
 	return s.tenantDataset(r, c)
 }
 
+// downloadDataset handles GET /datasets/{id}/download (an extension of the
+// contract): the dataset's bytes, with Range and the CID as ETag.
+func (s *Server) downloadDataset(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {
+	d, err := s.tenantDataset(r, c)
+	if err != nil {
+		return nil, err
+	}
+	return s.serveBlob(r, d.CID, "application/octet-stream", d.Name, d.CreatedAt, "dataset_not_stored",
+		fmt.Sprintf("dataset %s is not stored on this node", d.ID))
+}
+
 // deleteDataset handles DELETE /datasets/{id}. The blob stays in the store
 // (garbage collection reclaims it).
 func (s *Server) deleteDataset(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {

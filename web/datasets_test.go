@@ -132,3 +132,27 @@ func TestUploadRefused(t *testing.T) {
 	// Exactly the limit is fine.
 	e.upload(e.acme, "a", bytes.Repeat([]byte("x"), 64))
 }
+
+func TestDatasetDownload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	d := e.upload(e.acme, "scan.npz", data)
+	r := e.do("GET", "/datasets/"+d.ID+"/download", e.acme, nil)
+	wantStatus(t, r, http.StatusOK)
+	if !bytes.Equal(r.body, data) {
+		t.Fatal("downloaded bytes differ")
+	}
+	if et := r.header.Get("ETag"); et != `"`+d.CID+`"` {
+		t.Errorf("ETag %q", et)
+	}
+	if cd := r.header.Get("Content-Disposition"); !strings.Contains(cd, "scan.npz") {
+		t.Errorf("Content-Disposition %q", cd)
+	}
+	r = e.do("GET", "/datasets/"+d.ID+"/download", e.acme, nil, "Range", "bytes=10-19")
+	wantStatus(t, r, http.StatusPartialContent)
+	if string(r.body) != "0123456789" {
+		t.Errorf("range body %q", r.body)
+	}
+	wantError(t, e.do("GET", "/datasets/"+d.ID+"/download", e.globex, nil), http.StatusNotFound, "not_found")
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -483,28 +484,34 @@ func (s *Server) runBundle(_ http.ResponseWriter, r *http.Request, c *caller) (a
 	if j.State != scheduler.StateSucceeded || j.RunBundle == nil || j.RunBundle.CID == "" {
 		return nil, apiError(http.StatusConflict, "not_ready", "job %s is %s; its RunBundle exists once it has succeeded", j.ID, j.State)
 	}
-	id, err := cas.ParseCID(j.RunBundle.CID)
-	if err != nil {
-		return nil, fmt.Errorf("web: job %s bundle: %w", j.ID, err)
-	}
-	f, err := s.deps.Store.Open(r.Context(), id)
-	if errors.Is(err, cas.ErrNotFound) {
-		return nil, &Error{Status: http.StatusNotFound, Code: "bundle_not_found",
-			Message: fmt.Sprintf("the RunBundle of job %s is not stored on this node", j.ID), Err: err}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("web: open bundle %s: %w", id, err)
-	}
 	var mod time.Time
 	if j.FinishedAt != nil {
 		mod = *j.FinishedAt
 	}
+	return s.serveBlob(r, j.RunBundle.CID, "application/x-tar", j.ID+".runbundle.tar", mod, "bundle_not_found",
+		fmt.Sprintf("the RunBundle of job %s is not stored on this node", j.ID))
+}
+
+// serveBlob answers with stored content: Range and If-None-Match work, the
+// ETag is the quoted CID.
+func (s *Server) serveBlob(r *http.Request, cidText, contentType, filename string, mod time.Time, missingCode, missing string) (any, error) {
+	id, err := cas.ParseCID(cidText)
+	if err != nil {
+		return nil, fmt.Errorf("web: %s: %w", filename, err)
+	}
+	f, err := s.deps.Store.Open(r.Context(), id)
+	if errors.Is(err, cas.ErrNotFound) {
+		return nil, &Error{Status: http.StatusNotFound, Code: missingCode, Message: missing, Err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("web: open %s: %w", id, err)
+	}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
 		defer f.Close()
 		h := w.Header()
-		h.Set("Content-Type", "application/x-tar")
+		h.Set("Content-Type", contentType)
 		h.Set("ETag", `"`+id.String()+`"`)
-		h.Set("Content-Disposition", `attachment; filename="`+j.ID+`.runbundle.tar"`)
+		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": filename}))
 		http.ServeContent(w, r, "", mod, f)
 	}), nil
 }

@@ -51,6 +51,7 @@ func (s *Server) routes() http.Handler {
 	api("POST /datasets", http.StatusCreated, private, s.uploadDataset)
 	api("GET /datasets", http.StatusOK, private, s.listDatasets)
 	api("GET /datasets/{id}", http.StatusOK, private, s.getDataset)
+	api("GET /datasets/{id}/download", http.StatusOK, private, s.downloadDataset)
 	api("DELETE /datasets/{id}", http.StatusOK, private, s.deleteDataset)
 
 	api("GET /nodes", http.StatusOK, private, s.listNodes)
