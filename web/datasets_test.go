@@ -146,7 +146,7 @@ func TestDatasetDownload(t *testing.T) {
 	if et := r.header.Get("ETag"); et != `"`+d.CID+`"` {
 		t.Errorf("ETag %q", et)
 	}
-	if cd := r.header.Get("Content-Disposition"); !strings.Contains(cd, "scan.npz") {
+	if cd := r.header.Get("Content-Disposition"); !dispositionNames(cd, "scan.npz") {
 		t.Errorf("Content-Disposition %q", cd)
 	}
 	r = e.do("GET", "/datasets/"+d.ID+"/download", e.acme, nil, "Range", "bytes=10-19")

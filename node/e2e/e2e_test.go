@@ -156,8 +156,11 @@ func TestDevNodeEndToEnd(t *testing.T) {
 		t.Errorf("reconstruct: psnr_db %v", jobs["reconstruct"].Metrics["psnr_db"])
 	}
 
-	// An uploaded dataset (the same bytes) runs the same way.
+	// numpy reads the arrays and the dataset as they are.
 	dsBytes := download(t, a, paid.Key, gen)
+	t.Run("numpy", func(t *testing.T) { checkNumpy(t, download(t, a, paid.Key, car), dsBytes) })
+
+	// An uploaded dataset (the same bytes) runs the same way.
 	var up struct {
 		ID     string `json:"id"`
 		SHA256 string `json:"sha256"`

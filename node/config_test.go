@@ -1,0 +1,89 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaultsAndDev(t *testing.T) {
+	t.Parallel()
+	c := Defaults()
+	c.Dev = true
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Bind != "127.0.0.1" || c.BootstrapExpect != 1 || c.HTTPAddr != "127.0.0.1:8080" || time.Duration(c.LeaseTTL) != 15*time.Second {
+		t.Fatalf("dev defaults: %+v", c)
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pwmesh.json")
+	if err := os.WriteFile(file, []byte(`{"data_dir":"/from/file","region":"eu","http":"127.0.0.1:9000","lease_ttl":"5s"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Defaults()
+	if err := c.LoadFile(file); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{EnvRegion: "us", EnvJoin: "a:1, b:2"}
+	c.LoadEnv(func(k string) string { return env[k] })
+	if c.DataDir != "/from/file" || c.Region != "us" || c.HTTPAddr != "127.0.0.1:9000" || time.Duration(c.LeaseTTL) != 5*time.Second {
+		t.Fatalf("file then env: %+v", c)
+	}
+	if len(c.Join) != 2 || c.Join[1] != "b:2" {
+		t.Fatalf("join from env: %q", c.Join)
+	}
+}
+
+func TestConfigRefusesBadValues(t *testing.T) {
+	t.Parallel()
+	for name, mutate := range map[string]func(*Config){
+		"http":       func(c *Config) { c.HTTPAddr = "nonsense" },
+		"bind":       func(c *Config) { c.Bind = "not-an-ip" },
+		"port":       func(c *Config) { c.P2PPort = 70000 },
+		"voter":      func(c *Config) { c.Voter = "sometimes" },
+		"region":     func(c *Config) { c.Region = "a b" },
+		"gpus":       func(c *Config) { c.GPUs = "lots" },
+		"executor":   func(c *Config) { c.Executor = "vm" },
+		"objects":    func(c *Config) { c.ObjectStore = "ftp://x" },
+		"expect":     func(c *Config) { c.BootstrapExpect = 0 },
+		"multi-node": func(c *Config) { c.Dev = false; c.BootstrapExpect = 3 },
+	} {
+		c := Defaults()
+		c.Dev = true
+		mutate(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: bad value accepted", name)
+		}
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"dat_dir":"x"}`), 0o644)
+	c := Defaults()
+	if err := c.LoadFile(bad); err == nil || !strings.Contains(err.Error(), "dat_dir") {
+		t.Errorf("unknown key in config file: %v", err)
+	}
+}
+
+func TestLoadOrCreateKeepsSecret(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "bootstrap-token")
+	a, err := loadOrCreate(p, func() string { return "first" })
+	if err != nil || a != "first" {
+		t.Fatal(a, err)
+	}
+	b, _ := loadOrCreate(p, func() string { return "second" })
+	if b != "first" {
+		t.Fatalf("secret regenerated: %q", b)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+}
