@@ -27,4 +27,3 @@ func TestJobOperatorKey(t *testing.T) {
 		t.Fatalf("junk dataset: %v", err)
 	}
 }
-
