@@ -29,7 +29,11 @@ type FSM struct {
 	lastIndex uint64
 	changed   chan struct{} // closed and replaced on every apply
 
-	planIndex uint64 // index the cached plan was computed at
+	// placeGen counts applied changes that can change placement; the plan
+	// cached at planGen is reused until it moves (lease renewals, keys,
+	// datasets and the operator index leave it alone).
+	placeGen uint64
+	planGen  uint64
 	plan      *Plan
 }
 
@@ -60,11 +64,24 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.mu.Unlock()
 		return ApplyResult{Value: v, Err: err}
 	}
+	if affectsPlacement(c.Type()) {
+		f.placeGen++
+	}
 	ch := f.changed
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 	close(ch)
 	return ApplyResult{Value: v, Err: err}
+}
+
+// affectsPlacement says whether a command can change the queue, the running
+// jobs or the nodes that placement reads.
+func affectsPlacement(t CommandType) bool {
+	switch t {
+	case CmdRenewLease, CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdPutOperator:
+		return false
+	}
+	return true
 }
 
 // Watch returns a channel closed at the next entry that changes the state.
@@ -157,11 +174,11 @@ func (f *FSM) annotateLocked(j *Job) {
 // planLocked returns placement over the current state, computed at most once
 // per applied index.
 func (f *FSM) planLocked() *Plan {
-	if f.plan != nil && f.planIndex == f.lastIndex {
+	if f.plan != nil && f.planGen == f.placeGen {
 		return f.plan
 	}
 	p := Place(f.placeInputLocked())
-	f.plan, f.planIndex = &p, f.lastIndex
+	f.plan, f.planGen = &p, f.placeGen
 	return f.plan
 }
 
