@@ -45,6 +45,7 @@ type Config struct {
 	Commit    string          `json:"-"`
 	Logger    *slog.Logger    `json:"-"`
 	LogOutput io.Writer       `json:"-"` // Raft's own log lines
+	LogLevel  string          `json:"-"` // Raft's level (debug, info, warn, error)
 	Clock     scheduler.Clock `json:"-"`
 	Binary    string          `json:"-"` // the pwmesh executable for child processes
 	Ready     func(Info)      `json:"-"` // called once the node serves

@@ -145,7 +145,7 @@ func New(cfg Config) (*Node, error) {
 
 func (n *Node) openRaft() error {
 	addr := net.JoinHostPort(n.cfg.Bind, fmt.Sprint(n.cfg.P2PPort))
-	trans, err := raft.NewTCPTransport(addr, nil, 3, 10*time.Second, n.cfg.LogOutput)
+	trans, err := raft.NewTCPTransportWithLogger(addr, nil, 3, 10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel))
 	if err != nil {
 		return fmt.Errorf("node: raft transport on %s: %w", addr, err)
 	}
@@ -156,6 +156,7 @@ func (n *Node) openRaft() error {
 		Transport: trans,
 		Bootstrap: n.cfg.BootstrapExpect == 1,
 		LogOutput: n.cfg.LogOutput,
+		LogLevel:  n.cfg.LogLevel,
 	}, n.fsm)
 	if err != nil {
 		trans.Close()

@@ -33,6 +33,8 @@ type RaftConfig struct {
 	SnapshotThreshold uint64
 	// LogOutput receives Raft's own JSON log lines (default: discard).
 	LogOutput io.Writer
+	// LogLevel is Raft's level: "debug", "info", "warn" (default) or "error".
+	LogLevel string
 	// ApplyTimeout bounds one write when the caller's context has no deadline
 	// (default 10 s).
 	ApplyTimeout time.Duration
@@ -59,6 +61,16 @@ func (c *RaftConfig) withDefaults() error {
 		c.LogOutput = io.Discard
 	}
 	return nil
+}
+
+// RaftLogger returns the JSON logger Raft and its transports write with;
+// level is "debug", "info", "warn" (default) or "error".
+func RaftLogger(name string, w io.Writer, level string) hclog.Logger {
+	l := hclog.LevelFromString(level)
+	if l == hclog.NoLevel {
+		l = hclog.Warn
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: l, JSONFormat: true, Output: w})
 }
 
 // Raft is this node's Raft member with the FSM attached.
@@ -94,7 +106,7 @@ func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = cfg.CommitTimeout
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, JSONFormat: true, Output: cfg.LogOutput})
+	rc.Logger = RaftLogger("raft", cfg.LogOutput, cfg.LogLevel)
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
