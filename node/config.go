@@ -39,6 +39,9 @@ type Config struct {
 	LeaseTTL Duration `json:"lease_ttl"`
 	// MaxUploadBytes bounds one dataset upload (default 1 GiB).
 	MaxUploadBytes int64 `json:"max_upload_bytes"`
+	// FastTimings tunes gossip for tests on one machine (failure detection
+	// in well under a second).
+	FastTimings bool `json:"fast_timings"`
 
 	// Set by the binary, not by users.
 	Version   string          `json:"-"`
@@ -210,8 +213,8 @@ func (c *Config) Validate() error {
 	if c.MaxUploadBytes <= 0 {
 		c.MaxUploadBytes = Defaults().MaxUploadBytes
 	}
-	if !c.Dev && (len(c.Join) > 0 || c.BootstrapExpect > 1) {
-		bad("joining a multi-node mesh (--join, --bootstrap-expect %d) is not available in this build yet: run a single node with --dev or --bootstrap-expect 1", c.BootstrapExpect)
+	if c.Dev && len(c.Join) > 0 {
+		bad("--dev starts a mesh of its own: drop --join, or drop --dev to join a mesh")
 	}
 	return errors.Join(errs...)
 }

@@ -44,16 +44,16 @@ func TestConfigPrecedence(t *testing.T) {
 func TestConfigRefusesBadValues(t *testing.T) {
 	t.Parallel()
 	for name, mutate := range map[string]func(*Config){
-		"http":       func(c *Config) { c.HTTPAddr = "nonsense" },
-		"bind":       func(c *Config) { c.Bind = "not-an-ip" },
-		"port":       func(c *Config) { c.P2PPort = 70000 },
-		"voter":      func(c *Config) { c.Voter = "sometimes" },
-		"region":     func(c *Config) { c.Region = "a b" },
-		"gpus":       func(c *Config) { c.GPUs = "lots" },
-		"executor":   func(c *Config) { c.Executor = "vm" },
-		"objects":    func(c *Config) { c.ObjectStore = "ftp://x" },
-		"expect":     func(c *Config) { c.BootstrapExpect = 0 },
-		"multi-node": func(c *Config) { c.Dev = false; c.BootstrapExpect = 3 },
+		"http":     func(c *Config) { c.HTTPAddr = "nonsense" },
+		"bind":     func(c *Config) { c.Bind = "not-an-ip" },
+		"port":     func(c *Config) { c.P2PPort = 70000 },
+		"voter":    func(c *Config) { c.Voter = "sometimes" },
+		"region":   func(c *Config) { c.Region = "a b" },
+		"gpus":     func(c *Config) { c.GPUs = "lots" },
+		"executor": func(c *Config) { c.Executor = "vm" },
+		"objects":  func(c *Config) { c.ObjectStore = "ftp://x" },
+		"expect":   func(c *Config) { c.BootstrapExpect = 0 },
+		"dev-join": func(c *Config) { c.Join = []string{"127.0.0.1:7946"} },
 	} {
 		c := Defaults()
 		c.Dev = true

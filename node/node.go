@@ -16,9 +16,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -26,6 +26,7 @@ import (
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/gpu"
 	"github.com/pwmesh/pwmesh/gpu/gpufake"
+	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -45,15 +46,20 @@ type Node struct {
 
 	registry *prometheus.Registry
 	store    cas.Store
+	mesh     *mesh.Mesh
 	fsm      *scheduler.FSM
 	raft     *scheduler.Raft
+	fwd      *forwarder
 	worker   *worker.Worker
 	gpus     gpu.Inventory
 	api      *web.Server
 	listener net.Listener
 
-	registered chan struct{}
-	regOnce    sync.Once
+	registered    chan struct{}
+	regOnce       sync.Once
+	memberChanged chan struct{}
+	httpAddr      atomic.Value // string, once listening
+	crash         atomic.Bool
 }
 
 // New validates cfg, opens the node's state (data directory, Raft log,
@@ -77,7 +83,7 @@ func New(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, registry: prometheus.NewRegistry(), registered: make(chan struct{})}
+	n := &Node{cfg: cfg, registry: prometheus.NewRegistry(), registered: make(chan struct{}), memberChanged: make(chan struct{}, 1)}
 	var err error
 	if n.id, err = loadOrCreate(filepath.Join(cfg.DataDir, "node-id"), func() string { return "node-" + randHex(6) }); err != nil {
 		return nil, err
@@ -91,15 +97,25 @@ func New(cfg Config) (*Node, error) {
 	if n.store, err = fsstore.New(filepath.Join(cfg.DataDir, "cas")); err != nil {
 		return nil, fmt.Errorf("node: store: %w", err)
 	}
-	if err := n.openRaft(); err != nil {
+	if err := n.openMesh(); err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			_ = n.mesh.Close()
+		}
+	}()
+	if err := n.openRaft(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
 			_ = n.raft.Shutdown()
 		}
 	}()
+	n.fwd = &forwarder{raft: n.raft, net: n.mesh}
+	n.mesh.Handle(ApplyProtocol, serveApply(n.raft))
 	exec, err := n.executor()
 	if err != nil {
 		return nil, err
@@ -143,25 +159,86 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) openRaft() error {
-	addr := net.JoinHostPort(n.cfg.Bind, fmt.Sprint(n.cfg.P2PPort))
-	trans, err := raft.NewTCPTransportWithLogger(addr, nil, 3, 10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel))
-	if err != nil {
-		return fmt.Errorf("node: raft transport on %s: %w", addr, err)
+func (n *Node) openMesh() error {
+	var key []byte
+	if n.cfg.ClusterKeyFile != "" {
+		b, err := os.ReadFile(n.cfg.ClusterKeyFile)
+		if err != nil {
+			return fmt.Errorf("--cluster-key: %w", err)
+		}
+		if key, err = mesh.ParseClusterKey(b); err != nil {
+			return fmt.Errorf("--cluster-key %s: %w", n.cfg.ClusterKeyFile, err)
+		}
 	}
+	timings := mesh.Timings{}
+	if n.cfg.FastTimings {
+		timings = mesh.Fast()
+	}
+	m, err := mesh.New(mesh.Config{
+		DataDir:    n.cfg.DataDir,
+		NodeID:     n.id,
+		Bind:       n.cfg.Bind,
+		GossipPort: n.cfg.GossipPort,
+		P2PPort:    n.cfg.P2PPort,
+		ClusterKey: key,
+		Meta:       n.meta,
+		Timings:    timings,
+		Logger:     n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("node: mesh: %w", err)
+	}
+	n.mesh = m
+	return nil
+}
+
+// meta is what this node gossips about itself (at most mesh.MaxMetaBytes).
+func (n *Node) meta() []byte {
+	m := mesh.NodeMeta{V: 1, PeerID: n.mesh.PeerID(), P2P: n.mesh.P2PAddrs(), Region: n.cfg.Region,
+		Voter: n.cfg.Voter != "never", Slots: n.cfg.Slots, Inc: n.incarnation}
+	if a, ok := n.httpAddr.Load().(string); ok {
+		m.HTTP = a
+	}
+	if devs, err := n.gpus.Devices(context.Background()); err == nil {
+		m.GPUs = gpuSummary(devs)
+	}
+	b, err := mesh.EncodeMeta(m)
+	if err != nil {
+		n.log.Error("mesh metadata", "err", err)
+		m.P2P, m.GPUs = nil, ""
+		b, _ = mesh.EncodeMeta(m)
+	}
+	return b
+}
+
+// gpuSummary writes devices as "2xA100-80GB,1xT4-16GB".
+func gpuSummary(devs []gpu.Device) string {
+	var parts []string
+	for i := 0; i < len(devs); {
+		j := i
+		for j < len(devs) && devs[j].Model == devs[i].Model {
+			j++
+		}
+		parts = append(parts, fmt.Sprintf("%dx%s", j-i, devs[i].Model))
+		i = j
+	}
+	return strings.Join(parts, ",")
+}
+
+func (n *Node) openRaft() error {
 	n.fsm = scheduler.NewFSM()
-	n.raft, err = scheduler.OpenRaft(scheduler.RaftConfig{
+	r, err := scheduler.OpenRaft(scheduler.RaftConfig{
 		NodeID:    n.id,
 		Dir:       filepath.Join(n.cfg.DataDir, "raft"),
-		Transport: trans,
-		Bootstrap: n.cfg.BootstrapExpect == 1,
+		Transport: n.mesh.RaftTransport(10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel)),
+		Bootstrap: n.cfg.BootstrapExpect == 1 && n.cfg.Voter != "never",
 		LogOutput: n.cfg.LogOutput,
 		LogLevel:  n.cfg.LogLevel,
 	}, n.fsm)
 	if err != nil {
-		trans.Close()
 		return err
 	}
+	n.raft = r
 	return nil
 }
 
@@ -173,7 +250,7 @@ func (n *Node) executor() (worker.Executor, error) {
 		if n.cfg.Executor == "" {
 			n.log.Info("executor: process (the docker executor is not available in this build yet)")
 		}
-		return &worker.Process{Binary: n.cfg.Binary, Args: n.cfg.ChildArgs}, nil
+		return &worker.Process{Binary: n.cfg.Binary, Args: n.cfg.ChildArgs, Env: n.cfg.ChildEnv}, nil
 	}
 	return nil, fmt.Errorf("unknown executor %q", n.cfg.Executor)
 }
@@ -196,16 +273,35 @@ func openGPUs(spec, seed string, log *slog.Logger) (gpu.Inventory, error) {
 // ID is this node's ID.
 func (n *Node) ID() string { return n.id }
 
+// HTTPAddr is the API's address once the node serves, else "".
+func (n *Node) HTTPAddr() string {
+	a, _ := n.httpAddr.Load().(string)
+	return a
+}
+
+// GossipAddr is the address other nodes --join.
+func (n *Node) GossipAddr() string { return n.mesh.GossipAddr() }
+
+// IsLeader reports whether this node leads the Raft group now.
+func (n *Node) IsLeader() bool { return n.raft.IsLeader() }
+
+// Leader is the leader's node ID, "" when none is known.
+func (n *Node) Leader() string { return n.raft.Leader() }
+
+// RaftServers is the Raft configuration as this node knows it.
+func (n *Node) RaftServers() ([]scheduler.Server, error) { return n.raft.Servers() }
+
+// Job reads a job from this node's replica.
+func (n *Node) Job(id string) (scheduler.Job, bool) { return n.fsm.Job(id) }
+
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 
-// Apply commits a command through the leader. On a one-node mesh the leader
-// is this node; with no leader the caller gets scheduler.ErrNoLeader.
+// Apply commits a command through the leader, forwarding it when another
+// node leads; with no leader after a short wait the caller gets
+// scheduler.ErrNoLeader.
 func (n *Node) Apply(ctx context.Context, c scheduler.Command) (any, error) {
-	if !n.raft.IsLeader() {
-		return nil, fmt.Errorf("node: %s: %w", c.Type(), scheduler.ErrNoLeader)
-	}
-	return n.raft.Apply(ctx, c)
+	return n.fwd.Apply(ctx, c)
 }
 
 // Health implements web.Cluster.
@@ -217,11 +313,7 @@ func (n *Node) Health() web.Health {
 	if h.Leader == n.id {
 		h.Role = scheduler.RoleLeader
 	}
-	for _, m := range n.fsm.Nodes() {
-		if m.State == scheduler.NodeReady {
-			h.Members++
-		}
-	}
+	h.Members = len(n.liveMembers())
 	select {
 	case <-n.registered:
 		h.Ready = h.Leader != ""
@@ -249,28 +341,42 @@ func (n *Node) registerMetrics() {
 	)
 }
 
-// Run serves until ctx ends, then shuts down in order: HTTP, worker (its
-// running jobs handed back), leader loop, Raft.
+// Run serves until ctx ends, then leaves in order: HTTP, worker (its running
+// jobs handed back), leadership (handed to another voter), leader loops, the
+// mesh (a clean leave), Raft. After Crash, the same order skips the hand-back
+// and the leave, as a crash would.
 func (n *Node) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
 		_ = n.raft.Shutdown()
+		_ = n.mesh.Close()
 		return fmt.Errorf("node: listen on %s: %w", n.cfg.HTTPAddr, err)
 	}
+	n.httpAddr.Store(ln.Addr().String())
+	_ = n.mesh.UpdateMeta()
 	srv := &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 	fail := make(chan error, 4)
-	var httpDone sync.WaitGroup
-	httpDone.Go(func() {
+	var bg sync.WaitGroup // goroutines that end with ctx
+	bg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			fail <- fmt.Errorf("node: http: %w", err)
 		}
 	})
 
+	meshCtx, stopMesh := context.WithCancel(context.Background())
+	var meshDone sync.WaitGroup
+	meshDone.Go(func() {
+		if err := n.mesh.Run(meshCtx); err != nil {
+			fail <- err
+		}
+	})
+	meshDone.Go(func() { n.learnPeers(meshCtx) })
+
 	leaderCtx, stopLeader := context.WithCancel(context.Background())
 	var leaderDone sync.WaitGroup
 	leaderDone.Go(func() { n.leadership(leaderCtx) })
 
-	workerCtx, stopWorker := context.WithCancel(context.Background())
+	workerCtx, stopWorker := context.WithCancelCause(context.Background())
 	var workerDone sync.WaitGroup
 	workerDone.Go(func() {
 		if err := n.worker.Run(workerCtx); err != nil {
@@ -278,31 +384,71 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	})
 
-	regCtx, stopReg := context.WithCancel(ctx)
-	var regDone sync.WaitGroup
-	regDone.Go(func() { n.register(regCtx, ln.Addr().String()) })
+	runCtx, stopRun := context.WithCancel(ctx)
+	bg.Go(func() { n.join(runCtx) })
+	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
+	bg.Go(func() { n.register(runCtx) })
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-fail:
 	}
-	n.log.Info("node shutting down")
-	stopReg()
-	regDone.Wait()
+	crash := n.crash.Load()
+	n.log.Info("node shutting down", "crash", crash)
+	stopRun()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = srv.Shutdown(sctx)
 	cancel()
-	httpDone.Wait()
-	stopWorker()
+	bg.Wait()
+	if crash {
+		stopWorker(worker.ErrAbandon)
+	} else {
+		stopWorker(nil)
+	}
 	workerDone.Wait()
+	if !crash && n.raft.IsLeader() {
+		if err := n.raft.TransferLeadership(); err != nil {
+			n.log.Info("leadership not handed over", "err", err)
+		} else {
+			n.log.Info("leadership handed over")
+		}
+	}
 	stopLeader()
 	leaderDone.Wait()
+	if !crash {
+		if err := n.mesh.Leave(2 * time.Second); err != nil {
+			n.log.Warn("mesh leave", "err", err)
+		}
+	}
+	stopMesh()
+	meshDone.Wait()
 	if err := n.raft.Shutdown(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := n.mesh.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
 	n.log.Info("node stopped")
 	return runErr
+}
+
+// Crash makes the next stop behave like a crash: no hand-back of running
+// jobs, no leadership transfer, no clean leave. Tests use it to kill a node
+// in-process.
+func (n *Node) Crash() { n.crash.Store(true) }
+
+// join joins the mesh through the --join addresses, retrying until one
+// answers or ctx ends.
+func (n *Node) join(ctx context.Context) {
+	if len(n.cfg.Join) == 0 {
+		return
+	}
+	if k, err := n.mesh.Join(ctx, n.cfg.Join); err != nil {
+		n.log.Warn("mesh join", "err", err)
+	} else {
+		n.log.Info("mesh joined", "contacted", k)
+	}
 }
 
 // leadership runs the scheduler's leader loop while this node leads.
@@ -333,7 +479,10 @@ func (n *Node) leadership(ctx context.Context) {
 				n.log.Error("leader loop", "err", err)
 				return
 			}
+			var loops sync.WaitGroup
+			loops.Go(func() { n.reconcileMembers(lctx) })
 			_ = l.Run(lctx)
+			loops.Wait()
 		})
 	}
 	if n.raft.IsLeader() {
@@ -393,7 +542,8 @@ func prefix(s string) string {
 
 // register adds this node to the replicated node table once a leader
 // answers, then reports readiness.
-func (n *Node) register(ctx context.Context, httpAddr string) {
+func (n *Node) register(ctx context.Context) {
+	httpAddr, _ := n.httpAddr.Load().(string)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -79,6 +79,7 @@ type Raft struct {
 	raft   *raft.Raft
 	fsm    *FSM
 	store  *raftboltdb.BoltStore
+	snaps  raft.SnapshotStore
 	notify chan bool
 }
 
@@ -131,7 +132,7 @@ func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
 		store.Close()
 		return nil, fmt.Errorf("scheduler: start raft: %w", err)
 	}
-	return &Raft{cfg: cfg, raft: r, fsm: fsm, store: store, notify: notify}, nil
+	return &Raft{cfg: cfg, raft: r, fsm: fsm, store: store, snaps: snaps, notify: notify}, nil
 }
 
 // FSM returns the state machine.
@@ -198,4 +199,68 @@ func (r *Raft) Shutdown() error {
 		err = cerr
 	}
 	return err
+}
+
+// LeaderAddr returns the current leader's transport address ("" when none).
+func (r *Raft) LeaderAddr() string {
+	addr, _ := r.raft.LeaderWithID()
+	return string(addr)
+}
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Servers returns the latest Raft configuration.
+func (r *Raft) Servers() ([]Server, error) {
+	f := r.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("scheduler: raft configuration: %w", err)
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// HasState reports whether this member was ever part of a cluster.
+func (r *Raft) HasState() (bool, error) {
+	return raft.HasExistingState(r.store, r.store, r.snaps)
+}
+
+// Bootstrap makes a new cluster of the given voters. It fails on a member
+// that already has state.
+func (r *Raft) Bootstrap(voters []Server) error {
+	conf := raft.Configuration{}
+	for _, s := range voters {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
+	}
+	if err := r.raft.BootstrapCluster(conf).Error(); err != nil {
+		return fmt.Errorf("scheduler: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// AddVoter adds or promotes a voter (leader only).
+func (r *Raft) AddVoter(ctx context.Context, id, addr string) error {
+	return r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, r.timeout(ctx)).Error()
+}
+
+// AddNonvoter adds a member that replicates the log without voting.
+func (r *Raft) AddNonvoter(ctx context.Context, id, addr string) error {
+	return r.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, r.timeout(ctx)).Error()
+}
+
+// RemoveServer removes a member from the configuration (leader only).
+func (r *Raft) RemoveServer(ctx context.Context, id string) error {
+	return r.raft.RemoveServer(raft.ServerID(id), 0, r.timeout(ctx)).Error()
+}
+
+// TransferLeadership hands leadership to another voter and waits for it.
+func (r *Raft) TransferLeadership() error {
+	return r.raft.LeadershipTransfer().Error()
 }

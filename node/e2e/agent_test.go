@@ -69,7 +69,7 @@ func (s *syncBuffer) String() string {
 // startAgent starts a dev node on dataDir and waits until it says it is ready.
 func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 	t.Helper()
-	args := append([]string{"agent", "--dev", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--p2p-port", "0",
+	args := append([]string{"agent", "--dev", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--p2p-port", "0", "--gossip-port", "0",
 		"--gpus", "none", "--executor", "process", "--lease-ttl", "3s"}, extra...)
 	cmd := exec.Command(pwmeshBin, args...)
 	stdout, err := cmd.StdoutPipe()

@@ -130,7 +130,8 @@ func (w *Worker) Running() int {
 }
 
 // Run starts and stops jobs as the state says until ctx ends; then it stops
-// every running job, hands each back to the queue and waits for them.
+// every running job, hands each back to the queue (unless ctx's cause is
+// ErrAbandon) and waits for them.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := os.MkdirAll(w.cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -145,7 +146,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.reconcile(ctx)
 		select {
 		case <-ctx.Done():
-			w.stopAll()
+			w.stopAll(context.Cause(ctx))
 			return nil
 		case <-changed:
 		case <-w.poke:
@@ -154,10 +155,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Worker) stopAll() {
+// ErrAbandon, as the cause of Run's context, makes the worker stop its jobs
+// without handing them back, as a crash would (tests use it); the leader
+// requeues them when their lease runs out.
+var ErrAbandon = errors.New("worker: abandon jobs")
+
+func (w *Worker) stopAll(cause error) {
+	why := errShutdown
+	if errors.Is(cause, ErrAbandon) {
+		why = errLeaseLost
+	}
 	w.mu.Lock()
 	for _, r := range w.running {
-		r.cancel(errShutdown)
+		r.cancel(why)
 	}
 	w.mu.Unlock()
 	w.wg.Wait()

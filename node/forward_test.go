@@ -1,0 +1,67 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/scheduler/schedulertest"
+)
+
+// loopback delivers Calls straight to a handler, standing in for the wire.
+type loopback struct {
+	h func(ctx context.Context, from string, req []byte) ([]byte, error)
+}
+
+func (l loopback) Call(ctx context.Context, _, _ string, req []byte) ([]byte, error) {
+	return l.h(ctx, "peer", req)
+}
+
+// follower is a leaderView that never leads and points at the leader.
+type follower struct{ addr string }
+
+func (f follower) IsLeader() bool     { return false }
+func (f follower) LeaderAddr() string { return f.addr }
+func (f follower) Apply(context.Context, scheduler.Command) (any, error) {
+	return nil, scheduler.ErrNotLeader
+}
+
+func TestForwardCarriesValuesAndErrors(t *testing.T) {
+	t.Parallel()
+	r := schedulertest.NewRaft(t)
+	fw := &forwarder{raft: follower{addr: "leader"}, net: loopback{h: serveApply(r)}}
+	ctx := context.Background()
+	key := scheduler.APIKey{Hash: "h1", Tenant: "acme", Tier: "paid"}
+	v, err := fw.Apply(ctx, &scheduler.CreateKey{At: time.Now(), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.FSM().Key("h1"); !ok || v == nil {
+		t.Fatalf("forwarded write not applied (value %v)", v)
+	}
+	// The leader's error comes back with its sentinel.
+	_, err = fw.Apply(ctx, &scheduler.CreateKey{At: time.Now(), Key: key})
+	if !errors.Is(err, scheduler.ErrConflict) {
+		t.Fatalf("duplicate key: %v, want ErrConflict", err)
+	}
+	_, err = fw.Apply(ctx, &scheduler.CancelJob{At: time.Now(), Tenant: "acme", JobID: "nope"})
+	if !errors.Is(err, scheduler.ErrNotFound) {
+		t.Fatalf("missing job: %v, want ErrNotFound", err)
+	}
+}
+
+func TestForwardWithoutLeader(t *testing.T) {
+	t.Parallel()
+	fw := &forwarder{raft: follower{}, wait: 50 * time.Millisecond}
+	_, err := fw.Apply(context.Background(), &scheduler.CreateKey{})
+	if !errors.Is(err, scheduler.ErrNoLeader) {
+		t.Fatalf("got %v, want ErrNoLeader", err)
+	}
+	// A peer that answers "not the leader" twice gives up with that error.
+	fw = &forwarder{raft: follower{addr: "stale"}, net: loopback{h: serveApply(follower{})}, wait: 200 * time.Millisecond}
+	if _, err := fw.Apply(context.Background(), &scheduler.CreateKey{}); !errors.Is(err, scheduler.ErrNotLeader) {
+		t.Fatalf("got %v, want ErrNotLeader", err)
+	}
+}

@@ -1,0 +1,313 @@
+// Package nodetest starts a cluster of pwmesh nodes inside one test process
+// (127.0.0.1, ports chosen by the kernel, temporary data directories, short
+// timings) with the helpers a cluster test needs: WaitForLeader, Kill,
+// Stop, Restart, and an API client per node.
+//
+// Jobs run in child processes of the test binary: a test package that runs
+// jobs calls MaybeRunChild first thing in its TestMain.
+package nodetest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pwmesh/pwmesh/node"
+	"github.com/pwmesh/pwmesh/node/worker"
+	"github.com/pwmesh/pwmesh/web/client"
+)
+
+// AdminToken is every test cluster's admin API key.
+const AdminToken = "pwm_nodetest_admin_token"
+
+const childEnv = "PWMESH_NODETEST_CHILD"
+
+// MaybeRunChild turns this process into a job's child process when the
+// process executor started it; it returns otherwise. Call it at the start
+// of TestMain.
+func MaybeRunChild() {
+	if os.Getenv(childEnv) != "1" {
+		return
+	}
+	for i, a := range os.Args {
+		if a == "--root" && i+1 < len(os.Args) {
+			os.Exit(worker.RunChild(context.Background(), os.Args[i+1], os.Stderr))
+		}
+	}
+	os.Exit(99)
+}
+
+// Spec describes one node of a test cluster.
+type Spec struct {
+	Voter  bool   // eligible for the Raft voter set
+	GPUs   string // e.g. "fake:1xA100-80GB"; "" = none
+	Region string
+	Slots  int // CPU job slots (default 2)
+}
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t      testing.TB
+	mu     sync.Mutex
+	Nodes  []*Node
+	expect int
+	logs   io.Writer
+}
+
+// Node is one member of a test cluster.
+type Node struct {
+	*node.Node
+	Spec    Spec
+	DataDir string
+	URL     string // the HTTP API
+	Client  *client.Client
+
+	cfg    node.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Voters returns n voter-eligible specs.
+func Voters(n int) []Spec {
+	out := make([]Spec, n)
+	for i := range out {
+		out[i] = Spec{Voter: true}
+	}
+	return out
+}
+
+// Start starts one node per spec. The voter-eligible nodes bootstrap Raft
+// together (BootstrapExpect = their count, at most 3); every node joins the
+// first one's gossip address. The cluster stops at test cleanup.
+func Start(t testing.TB, specs ...Spec) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, logs: io.Discard}
+	if os.Getenv("PWMESH_TEST_LOGS") != "" {
+		c.logs = os.Stderr
+	}
+	for _, s := range specs {
+		if s.Voter {
+			c.expect++
+		}
+	}
+	c.expect = min(c.expect, 3)
+	if c.expect == 0 {
+		t.Fatal("nodetest: a cluster needs a voter-eligible node")
+	}
+	var seed string
+	for i, s := range specs {
+		n := c.newNode(s, t.TempDir(), seed)
+		if i == 0 {
+			seed = n.GossipAddr()
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *Cluster) config(s Spec, dir, join string) node.Config {
+	cfg := node.Defaults()
+	cfg.DataDir = dir
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.Bind = "127.0.0.1"
+	cfg.GossipPort, cfg.P2PPort = 0, 0
+	cfg.BootstrapExpect = c.expect
+	cfg.Voter = "auto"
+	if !s.Voter {
+		cfg.Voter = "never"
+	}
+	cfg.Region = "local"
+	if s.Region != "" {
+		cfg.Region = s.Region
+	}
+	cfg.GPUs = "none"
+	if s.GPUs != "" {
+		cfg.GPUs = s.GPUs
+	}
+	cfg.Slots = 2
+	if s.Slots > 0 {
+		cfg.Slots = s.Slots
+	}
+	cfg.Executor = "process"
+	cfg.LeaseTTL = node.Duration(2 * time.Second)
+	cfg.FastTimings = true
+	cfg.BootstrapToken = AdminToken
+	if join != "" {
+		cfg.Join = []string{join}
+	}
+	cfg.Binary = os.Args[0]
+	cfg.ChildArgs = []string{"-test.run=^$"}
+	cfg.ChildEnv = []string{childEnv + "=1"}
+	cfg.Logger = slog.New(slog.NewJSONHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg.LogOutput = c.logs
+	cfg.Version = "nodetest"
+	return cfg
+}
+
+func (c *Cluster) newNode(s Spec, dir, join string) *Node {
+	c.t.Helper()
+	cfg := c.config(s, dir, join)
+	return c.run(&Node{Spec: s, DataDir: dir, cfg: cfg})
+}
+
+func (c *Cluster) run(n *Node) *Node {
+	c.t.Helper()
+	ready := make(chan node.Info, 1)
+	cfg := n.cfg
+	cfg.Ready = func(i node.Info) { ready <- i }
+	nd, err := node.New(cfg)
+	if err != nil {
+		c.t.Fatalf("nodetest: start node: %v", err)
+	}
+	n.Node = nd
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- nd.Run(ctx) }()
+	// The node is "ready" once it serves HTTP and is registered, which needs
+	// a leader; nodes bootstrapping together wait for each other, so only
+	// the HTTP address is awaited here.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if a := nd.HTTPAddr(); a != "" {
+			n.URL = "http://" + a
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("nodetest: node %s did not start serving", nd.ID())
+		}
+		select {
+		case err := <-n.done:
+			c.t.Fatalf("nodetest: node %s stopped: %v", nd.ID(), err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	go func() {
+		// Drain the ready signal so a restarted node's callback never blocks.
+		<-ready
+	}()
+	n.Client = client.New(n.URL, AdminToken)
+	// A restart comes back on the same gossip port.
+	if _, port, err := net.SplitHostPort(nd.GossipAddr()); err == nil {
+		n.cfg.GossipPort, _ = strconv.Atoi(port)
+	}
+	return n
+}
+
+// WaitForLeader waits until every running node agrees on one leader and
+// returns it.
+func (c *Cluster) WaitForLeader(timeout time.Duration) *Node {
+	c.t.Helper()
+	var leader *Node
+	WaitFor(c.t, timeout, "a leader all nodes agree on", func() bool {
+		leader = nil
+		id := ""
+		for _, n := range c.Running() {
+			l := n.Leader()
+			if l == "" || (id != "" && l != id) {
+				return false
+			}
+			id = l
+			if n.ID() == l {
+				leader = n
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// Running lists the nodes that are running.
+func (c *Cluster) Running() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, n := range c.Nodes {
+		if n.cancel != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Kill stops n as a crash would: no hand-back of jobs, no clean leave.
+func (c *Cluster) Kill(n *Node) {
+	c.t.Helper()
+	n.Crash()
+	c.stop(n)
+}
+
+// Stop stops n cleanly (SIGTERM).
+func (c *Cluster) Stop(n *Node) {
+	c.t.Helper()
+	c.stop(n)
+}
+
+func (c *Cluster) stop(n *Node) {
+	c.mu.Lock()
+	cancel := n.cancel
+	n.cancel = nil
+	c.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	select {
+	case err := <-n.done:
+		if err != nil {
+			c.t.Logf("nodetest: node %s stopped: %v", n.ID(), err)
+		}
+	case <-time.After(30 * time.Second):
+		c.t.Errorf("nodetest: node %s did not stop within 30s", n.ID())
+	}
+}
+
+// Restart starts a stopped node again on its data directory, with the same
+// gossip and p2p ports, joining the other running nodes.
+func (c *Cluster) Restart(n *Node) {
+	c.t.Helper()
+	if n.cancel != nil {
+		c.t.Fatalf("nodetest: restart of running node %s", n.ID())
+	}
+	cfg := n.cfg
+	cfg.Join = nil
+	for _, o := range c.Running() {
+		cfg.Join = append(cfg.Join, o.GossipAddr())
+	}
+	n.cfg = cfg
+	c.run(n)
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.Running() {
+		c.stop(n)
+	}
+}
+
+// WaitFor polls cond every 20 ms until it holds, failing the test after
+// timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("nodetest: timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// String names the node for messages.
+func (n *Node) String() string { return fmt.Sprintf("%s(%s)", n.ID(), n.URL) }
