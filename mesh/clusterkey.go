@@ -56,10 +56,16 @@ type clusterSecrets struct {
 	gossipKey []byte // memberlist AES-256 key (32 bytes)
 }
 
-func deriveClusterSecrets(fileContents []byte) (clusterSecrets, error) {
-	raw, err := ParseClusterKey(fileContents)
-	if err != nil {
-		return clusterSecrets{}, err
+// deriveClusterSecrets accepts the contents of a key file or the 32 raw
+// bytes ParseClusterKey returns (a key file is never 32 bytes long: its
+// base64 text is 44).
+func deriveClusterSecrets(key []byte) (clusterSecrets, error) {
+	raw := key
+	if len(key) != ClusterKeySize {
+		var err error
+		if raw, err = ParseClusterKey(key); err != nil {
+			return clusterSecrets{}, err
+		}
 	}
 	psk, err := hkdf.Key(sha256.New, raw, nil, labelPSK, 32)
 	if err != nil {

@@ -160,8 +160,12 @@ func (n *Node) reconcileOnce(ctx context.Context) error {
 		}
 	}
 	states := map[string]string{}
+	incarnations := map[string]string{}
 	for _, m := range n.mesh.Members() {
 		states[m.NodeID] = m.State
+		if meta, err := mesh.DecodeMeta(m.Meta); err == nil {
+			incarnations[m.NodeID] = meta.Inc
+		}
 	}
 	live := n.liveMembers()
 	eligible := 0
@@ -228,7 +232,9 @@ func (n *Node) reconcileOnce(ctx context.Context) error {
 		st := states[node.ID]
 		var want string
 		switch {
-		case st == "alive" && node.State != scheduler.NodeReady:
+		case st == "alive" && node.State == scheduler.NodeDown && incarnations[node.ID] == node.Incarnation:
+			// Back from a false alarm (a pause, a partition). A node that
+			// restarted has a new incarnation and registers itself anew.
 			want = scheduler.NodeReady
 		case st == "dead" && node.State == scheduler.NodeReady:
 			want = scheduler.NodeDown

@@ -53,6 +53,7 @@ type Config struct {
 	Binary    string          `json:"-"` // the pwmesh executable for child processes
 	Ready     func(Info)      `json:"-"` // called once the node serves
 	ChildArgs []string        `json:"-"` // tests re-enter a test binary
+	ChildEnv  []string        `json:"-"` // added to child processes' environment
 }
 
 // Duration is a time.Duration read from a string such as "15s" in files.

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/cas/fetch"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/gpu"
 	"github.com/pwmesh/pwmesh/gpu/gpufake"
@@ -94,12 +95,16 @@ func New(cfg Config) (*Node, error) {
 	if n.gpus, err = openGPUs(cfg.GPUs, n.id, n.log); err != nil {
 		return nil, err
 	}
-	if n.store, err = fsstore.New(filepath.Join(cfg.DataDir, "cas")); err != nil {
+	local, err := fsstore.New(filepath.Join(cfg.DataDir, "cas"))
+	if err != nil {
 		return nil, fmt.Errorf("node: store: %w", err)
 	}
 	if err := n.openMesh(); err != nil {
 		return nil, err
 	}
+	// Content this node lacks is fetched from its peers on first use.
+	n.store = fetch.New(local, n, n.log)
+	n.mesh.HandleStream(BlobProtocol, serveBlob(local))
 	ok := false
 	defer func() {
 		if !ok {
@@ -189,13 +194,18 @@ func (n *Node) openMesh() error {
 		return fmt.Errorf("node: mesh: %w", err)
 	}
 	n.mesh = m
+	if err := m.UpdateMeta(); err != nil {
+		n.log.Warn("mesh metadata", "err", err)
+	}
 	return nil
 }
 
 // meta is what this node gossips about itself (at most mesh.MaxMetaBytes).
 func (n *Node) meta() []byte {
-	m := mesh.NodeMeta{V: 1, PeerID: n.mesh.PeerID(), P2P: n.mesh.P2PAddrs(), Region: n.cfg.Region,
-		Voter: n.cfg.Voter != "never", Slots: n.cfg.Slots, Inc: n.incarnation}
+	m := mesh.NodeMeta{V: 1, Region: n.cfg.Region, Voter: n.cfg.Voter != "never", Slots: n.cfg.Slots, Inc: n.incarnation}
+	if n.mesh != nil { // nil while mesh.New reads the first metadata
+		m.PeerID, m.P2P = n.mesh.PeerID(), n.mesh.P2PAddrs()
+	}
 	if a, ok := n.httpAddr.Load().(string); ok {
 		m.HTTP = a
 	}
@@ -354,7 +364,12 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.httpAddr.Store(ln.Addr().String())
 	_ = n.mesh.UpdateMeta()
-	srv := &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+	// Requests (a followed log among them) end when the node stops.
+	reqCtx, stopRequests := context.WithCancel(context.Background())
+	defer stopRequests()
+	srv := &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	fail := make(chan error, 4)
 	var bg sync.WaitGroup // goroutines that end with ctx
 	bg.Go(func() {
@@ -397,13 +412,22 @@ func (n *Node) Run(ctx context.Context) error {
 	crash := n.crash.Load()
 	n.log.Info("node shutting down", "crash", crash)
 	stopRun()
+	stopRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
 	cancel()
 	bg.Wait()
 	if crash {
 		stopWorker(worker.ErrAbandon)
 	} else {
+		// No new job lands here while the running ones are handed back.
+		lctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if _, err := n.Apply(lctx, &scheduler.SetNodeState{At: n.cfg.Clock.Now(), ID: n.id, State: scheduler.NodeLeft}); err != nil {
+			n.log.Warn("mark node left", "err", err)
+		}
+		cancel()
 		stopWorker(nil)
 	}
 	workerDone.Wait()
@@ -469,11 +493,27 @@ func (n *Node) leadership(ctx context.Context) {
 		lctx, cancel := context.WithCancel(ctx)
 		stop = cancel
 		wg.Go(func() {
-			if err := n.raft.Barrier(lctx); err != nil {
+			// The leader's loops start on the state as of its election.
+			retry := time.NewTicker(time.Second)
+			defer retry.Stop()
+			for {
+				err := n.raft.Barrier(lctx)
+				if err == nil {
+					break
+				}
 				n.log.Warn("leader barrier", "err", err)
-				return
+				select {
+				case <-lctx.Done():
+					return
+				case <-retry.C:
+				}
 			}
 			n.bootstrapAdmin(lctx)
+			// This node's own record (its new incarnation) goes in before the
+			// scheduler runs, so that nothing is placed on its previous life.
+			if _, err := n.raft.Apply(lctx, n.registration()); err != nil {
+				n.log.Warn("register on leadership", "err", err)
+			}
 			l, err := scheduler.NewLeader(scheduler.LeaderConfig{LeaseTTL: time.Duration(n.cfg.LeaseTTL), Clock: n.cfg.Clock, Logger: n.log}, n.fsm, n.raft)
 			if err != nil {
 				n.log.Error("leader loop", "err", err)
@@ -547,16 +587,7 @@ func (n *Node) register(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		devs, err := n.gpus.Devices(ctx)
-		if err != nil {
-			n.log.Warn("gpu inventory", "err", err)
-		}
-		node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
-			Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, Incarnation: n.incarnation}
-		for _, d := range devs {
-			node.GPUs = append(node.GPUs, scheduler.GPU{Index: d.Index, UUID: d.UUID, Model: d.Model, MemoryMB: d.MemoryMB, Utilization: d.Utilization})
-		}
-		if _, err := n.Apply(ctx, &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}); err == nil {
+		if _, err := n.Apply(ctx, n.registration()); err == nil {
 			break
 		}
 		select {
@@ -585,6 +616,20 @@ func (n *Node) register(ctx context.Context) {
 	}
 }
 
+// registration is this node's entry in the node table, as of now.
+func (n *Node) registration() *scheduler.RegisterNode {
+	devs, err := n.gpus.Devices(context.Background())
+	if err != nil {
+		n.log.Warn("gpu inventory", "err", err)
+	}
+	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
+		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, Incarnation: n.incarnation}
+	for _, d := range devs {
+		node.GPUs = append(node.GPUs, scheduler.GPU{Index: d.Index, UUID: d.UUID, Model: d.Model, MemoryMB: d.MemoryMB, Utilization: d.Utilization})
+	}
+	return &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}
+}
+
 // loadOrCreate reads a one-line secret or ID file, creating it (mode 0600)
 // with gen() when absent.
 func loadOrCreate(path string, gen func() string) (string, error) {
@@ -597,11 +642,7 @@ func loadOrCreate(path string, gen func() string) (string, error) {
 		return "", fmt.Errorf("node: read %s: %w", path, err)
 	}
 	v := gen()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(v+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("node: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileSync(path, []byte(v+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("node: write %s: %w", path, err)
 	}
 	return v, nil
@@ -624,4 +665,34 @@ func validateParams(jobType string, params json.RawMessage) error {
 	}
 	_, err := workload.ParseParams(jobType, params)
 	return err
+}
+
+// writeFileSync writes a file so that it survives a power loss whole or not
+// at all: a synced temporary file renamed over it, then the folder synced.
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

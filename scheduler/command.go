@@ -152,6 +152,9 @@ type RequeueJob struct {
 	JobID  string    `json:"job_id"`
 	Token  uint64    `json:"token"`
 	Reason string    `json:"reason"`
+	// Voluntary marks a hand-back by a node shutting down or a preemption:
+	// it does not count toward MaxAttempts.
+	Voluntary bool `json:"voluntary,omitempty"`
 }
 
 // RegisterNode adds or updates a node able to run jobs.

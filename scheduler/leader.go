@@ -124,9 +124,13 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 			c = &CompleteJob{At: now, JobID: j.ID, Token: j.Lease.Token, State: StateTimedOut,
 				Error: &JobError{Code: "timed_out", Message: fmt.Sprintf("ran past its timeout of %s", time.Duration(j.Timeout))}}
 			msg = "job timed out"
+		case known && n.State == NodeLeft:
+			// A node leaving cleanly hands its jobs back: not a lost run.
+			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Voluntary: true, Reason: fmt.Sprintf("node %s left the mesh; requeued", j.Lease.Node)}
+			msg = "job requeued: node left"
 		case !known || n.State != NodeReady:
-			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s left or failed; requeued", j.Lease.Node)}
-			msg = "job requeued: node gone"
+			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s failed while running it; requeued", j.Lease.Node)}
+			msg = "job requeued: node failed"
 		case n.Incarnation != j.Lease.Incarnation:
 			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s restarted while running it; requeued", j.Lease.Node)}
 			msg = "job requeued: node restarted"
@@ -138,7 +142,7 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 			continue
 		}
 		if try(c, j.ID) {
-			l.cfg.Logger.Info(msg, "job_id", j.ID, "node_id", j.Lease.Node)
+			l.cfg.Logger.Info(msg, "job_id", j.ID, "job_node", j.Lease.Node)
 			continue
 		}
 		// Refused or not committed: the job may still hold its GPUs, so
@@ -148,13 +152,13 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 	in.Running = kept
 	plan := Place(in)
 	for _, p := range plan.Preempt {
-		if try(&RequeueJob{At: now, JobID: p.JobID, Token: p.Token, Reason: fmt.Sprintf("preempted by sprint job %s", p.For)}, p.JobID) {
+		if try(&RequeueJob{At: now, JobID: p.JobID, Token: p.Token, Voluntary: true, Reason: fmt.Sprintf("preempted by sprint job %s", p.For)}, p.JobID) {
 			l.cfg.Logger.Info("job preempted", "job_id", p.JobID, "for", p.For)
 		}
 	}
 	for _, a := range plan.Assign {
 		if try(&AssignJob{At: now, JobID: a.JobID, Node: a.Node, Incarnation: a.Incarnation, GPUs: a.GPUs, ExpiresAt: now.Add(l.cfg.LeaseTTL)}, a.JobID) {
-			l.cfg.Logger.Info("job assigned", "job_id", a.JobID, "node_id", a.Node, "gpus", a.GPUs)
+			l.cfg.Logger.Info("job assigned", "job_id", a.JobID, "job_node", a.Node, "gpus", a.GPUs)
 		}
 	}
 	return errors.Join(errs...)

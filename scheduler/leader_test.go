@@ -170,7 +170,7 @@ func TestReconcileRequeuesFromDownNode(t *testing.T) {
 	x.apply(&SetNodeState{At: x.clk.Now(), ID: "n1", State: NodeDown})
 	x.reconcile()
 	q := x.wantState("j1", StateQueued)
-	if !strings.Contains(q.Reason, "node n1 left or failed") || q.Attempts != 1 {
+	if !strings.Contains(q.Reason, "node n1 failed") || q.Attempts != 1 || q.Voluntary != 0 {
 		t.Fatalf("requeued job = %+v", q)
 	}
 	x.reconcile()

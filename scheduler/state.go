@@ -342,15 +342,18 @@ func (s *state) requeueJob(c *RequeueJob) (any, error) {
 	}
 	at := c.At
 	j.Lease = nil
+	if c.Voluntary {
+		j.Voluntary++
+	}
 	switch {
 	case j.CancelRequested:
 		j.State = StateCancelled
 		j.FinishedAt = &at
 		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
-	case j.Attempts >= MaxAttempts:
+	case j.Attempts-j.Voluntary >= MaxAttempts:
 		j.State = StateFailed
 		j.FinishedAt = &at
-		j.Error = &JobError{Code: "too_many_attempts", Message: fmt.Sprintf("started %d times without finishing; last: %s", j.Attempts, c.Reason)}
+		j.Error = &JobError{Code: "too_many_attempts", Message: fmt.Sprintf("lost %d runs without finishing; last: %s", j.Attempts-j.Voluntary, c.Reason)}
 	default:
 		j.State = StateQueued
 		j.Reason = c.Reason

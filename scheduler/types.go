@@ -132,6 +132,9 @@ type Job struct {
 	Lease         *Lease            `json:"lease,omitempty"`
 	// Seq orders jobs by submission (the Raft index of the submit).
 	Seq uint64 `json:"seq,omitempty"`
+	// Voluntary counts the runs that ended in a hand-back or a preemption;
+	// they do not count toward MaxAttempts.
+	Voluntary int `json:"voluntary_requeues,omitempty"`
 	// CancelRequested is set when a running job is asked to stop; the
 	// runner's completion turns it into cancelled.
 	CancelRequested bool `json:"cancel_requested,omitempty"`

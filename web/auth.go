@@ -62,6 +62,12 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	}
 	k, found := s.deps.State.Key(HashKey(secret))
 	if !found {
+		// A node still loading its state (a restart, no leader yet) does
+		// not know any key: that is "try again", not "bad key".
+		if !s.deps.Cluster.Health().Ready {
+			return nil, apiError(http.StatusServiceUnavailable, "no_leader",
+				"this node is starting or has no leader yet; retry shortly")
+		}
 		return nil, errUnauthorized
 	}
 	return &caller{key: k}, nil

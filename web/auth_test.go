@@ -112,3 +112,15 @@ func TestHashKeyAndSecret(t *testing.T) {
 		t.Fatalf("secrets %q %q", a, b)
 	}
 }
+
+// A node still loading its state answers 503, not 401, for a key it does
+// not know yet; known keys work as usual.
+func TestUnknownKeyWhileStartingIs503(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cluster.set(web.Health{Node: "n1", Ready: false})
+	wantError(t, e.do("GET", "/jobs", "pwm_not_a_key", nil), http.StatusServiceUnavailable, "no_leader")
+	wantStatus(t, e.do("GET", "/jobs", e.acme, nil), http.StatusOK)
+	e.cluster.set(web.Health{Node: "n1", Leader: "n1", Ready: true})
+	wantError(t, e.do("GET", "/jobs", "pwm_not_a_key", nil), http.StatusUnauthorized, "unauthorized")
+}

@@ -267,7 +267,7 @@ func (a *app) jobListCmd() *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "list",
-		Short: "List your jobs, newest first",
+		Short: "List your jobs in submission order (oldest first, paged)",
 		Args:  args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.State != "" && !scheduler.ValidState(opts.State) {

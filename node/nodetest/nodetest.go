@@ -137,7 +137,7 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 		cfg.Slots = s.Slots
 	}
 	cfg.Executor = "process"
-	cfg.LeaseTTL = node.Duration(2 * time.Second)
+	cfg.LeaseTTL = node.Duration(5 * time.Second)
 	cfg.FastTimings = true
 	cfg.BootstrapToken = AdminToken
 	if join != "" {
@@ -283,6 +283,14 @@ func (c *Cluster) Restart(n *Node) {
 	}
 	n.cfg = cfg
 	c.run(n)
+	c.WaitReady(n, 30*time.Second)
+}
+
+// WaitReady waits until n knows a leader and is registered (its /health
+// answers 200).
+func (c *Cluster) WaitReady(n *Node, timeout time.Duration) {
+	c.t.Helper()
+	WaitFor(c.t, timeout, "node "+n.ID()+" ready", func() bool { return n.Health().Ready })
 }
 
 // Close stops every node.

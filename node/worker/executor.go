@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,13 +79,15 @@ func (p *Process) Run(ctx context.Context, t Task) error {
 	cmd := exec.CommandContext(runCtx, bin, args...)
 	cmd.Dir = t.Root
 	cmd.Stdout, cmd.Stderr = t.Log, t.Log
-	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Env = append(childEnv(os.Environ()), p.Env...)
 	if len(t.GPUs) > 0 {
 		cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES="+strings.Join(t.GPUs, ","), "NVIDIA_VISIBLE_DEVICES="+strings.Join(t.GPUs, ","))
 	} else {
 		cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES=")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so that a stop reaches everything it started;
+	// killed with the node if the node dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var (
 		mu   sync.Mutex
 		kill *time.Timer
@@ -123,4 +126,18 @@ func (p *Process) Run(ctx context.Context, t Task) error {
 		return &ExitError{Code: ee.ExitCode()}
 	}
 	return fmt.Errorf("worker: run child: %w", err)
+}
+
+// childEnv keeps the parts of the node's environment a job may see: no
+// PWMESH_* settings (the bootstrap token among them), no credentials.
+func childEnv(env []string) []string {
+	keep := []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES"}
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(keep, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

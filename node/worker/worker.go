@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pwmesh/pwmesh/cas"
@@ -88,6 +88,9 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]*run
+	// ended holds the token of each run that ended here while this node's
+	// replica may still show it leased: the run is not started again.
+	ended map[string]uint64
 	wg      sync.WaitGroup
 	poke    chan struct{}
 }
@@ -116,7 +119,7 @@ func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Wo
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{cfg: cfg, state: state, w: w, store: store, exec: exec,
-		running: map[string]*run{}, poke: make(chan struct{}, 1)}, nil
+		running: map[string]*run{}, ended: map[string]uint64{}, poke: make(chan struct{}, 1)}, nil
 }
 
 // Executor returns the executor's name.
@@ -133,6 +136,11 @@ func (w *Worker) Running() int {
 // every running job, hands each back to the queue (unless ctx's cause is
 // ErrAbandon) and waits for them.
 func (w *Worker) Run(ctx context.Context) error {
+	// Job directories left by an earlier life of this node (a crash) go:
+	// no job runs here yet.
+	if err := os.RemoveAll(w.cfg.Dir); err != nil {
+		return fmt.Errorf("worker: clean %s: %w", w.cfg.Dir, err)
+	}
 	if err := os.MkdirAll(w.cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -192,6 +200,11 @@ func (w *Worker) reconcile(ctx context.Context) {
 			r.cancel(errCancelled)
 		}
 	}
+	for id, token := range w.ended {
+		if j, ok := mine[id]; !ok || j.Lease.Token != token {
+			delete(w.ended, id)
+		}
+	}
 	if ctx.Err() != nil {
 		return
 	}
@@ -200,6 +213,9 @@ func (w *Worker) reconcile(ctx context.Context) {
 			continue
 		}
 		j := mine[id]
+		if w.ended[id] == j.Lease.Token {
+			continue
+		}
 		rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 		r := &run{token: j.Lease.Token, cancel: cancel, done: make(chan struct{})}
 		w.running[id] = r
@@ -213,6 +229,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			if w.running[j.ID] == r {
 				delete(w.running, j.ID)
 			}
+			w.ended[j.ID] = r.token
 			w.mu.Unlock()
 			select {
 			case w.poke <- struct{}{}:
@@ -239,33 +256,51 @@ func (w *Worker) OpenLog(jobID string) (io.ReadCloser, error) {
 // execute runs one leased job to its end and reports the outcome.
 func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 	log := w.cfg.Logger.With("job_id", j.ID, "token", j.Lease.Token)
+	// The lease is renewed until execute returns: while the job runs and
+	// while its result is being recorded. A result never recorded lets the
+	// lease run out, and the leader requeues the job.
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		w.renew(renewCtx, j)
+	}()
+	defer func() {
+		stopRenew()
+		<-renewDone
+	}()
 	lf, err := os.OpenFile(w.LogPath(j.ID), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		log.Error("worker: open job log", "err", err)
-		w.complete(ctx, j, scheduler.StateFailed, nil, &scheduler.JobError{Code: "internal", Message: "cannot open job log"})
+		w.finish(ctx, j, scheduler.StateFailed, nil, &scheduler.JobError{Code: "internal", Message: "cannot open job log"})
 		return
 	}
 	defer lf.Close()
 	logw := &lockedWriter{w: lf}
 	started := w.cfg.Clock.Now()
 	fmt.Fprintf(logw, "== %s attempt %d on node %s (lease %d) at %s ==\n", j.ID, j.Attempts, w.cfg.NodeID, j.Lease.Token, started.Format(time.RFC3339))
-	log.Info("job started", "node_id", w.cfg.NodeID, "type", j.Type, "attempt", j.Attempts)
-
-	renewDone := make(chan struct{})
-	go func() {
-		defer close(renewDone)
-		w.renew(ctx, j)
-	}()
-	defer func() { <-renewDone }()
+	log.Info("job started", "type", j.Type, "attempt", j.Attempts)
 
 	root := filepath.Join(w.cfg.Dir, fmt.Sprintf("%s-%d", j.ID, j.Lease.Token))
 	if !w.cfg.KeepJobDirs {
 		defer os.RemoveAll(root)
 	}
+	// stoppedFromOutside routes a run stopped by a cancel request, a lost
+	// lease or a shutdown to stopped, whatever step it was in.
+	stoppedFromOutside := func() bool {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			w.stopped(j, log, c)
+			return true
+		}
+		return false
+	}
 	opKey, jerr := w.prepare(ctx, root, j)
 	if jerr != nil {
+		if stoppedFromOutside() {
+			return
+		}
 		fmt.Fprintf(logw, "error: %s\n", jerr.Message)
-		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		w.finish(ctx, j, scheduler.StateFailed, nil, jerr)
 		return
 	}
 	timeout := time.Duration(j.Timeout)
@@ -284,27 +319,30 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 	err = w.exec.Run(ctx, Task{JobID: j.ID, Root: root, Timeout: timeout, Log: logw, GPUs: gpus, Image: j.Image})
 	finished := w.cfg.Clock.Now()
 	fmt.Fprintf(logw, "== ended after %.3fs: %v ==\n", finished.Sub(started).Seconds(), outcomeText(err, ctx))
-	switch {
-	case context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), context.Canceled):
-		w.stopped(j, log, context.Cause(ctx))
+	if stoppedFromOutside() {
 		return
+	}
+	switch {
 	case errors.Is(err, ErrTimeout):
-		w.finish(ctx, j, log, scheduler.StateTimedOut, nil, &scheduler.JobError{Code: "timed_out", Message: fmt.Sprintf("stopped after its timeout of %s", time.Duration(j.Timeout))})
+		w.finish(ctx, j, scheduler.StateTimedOut, nil, &scheduler.JobError{Code: "timed_out", Message: fmt.Sprintf("stopped after its timeout of %s", time.Duration(j.Timeout))})
 		return
 	case err != nil:
 		jerr := &scheduler.JobError{Code: "workload_failed", Message: err.Error()}
 		if ce := readChildError(root); ce != nil {
 			jerr = &scheduler.JobError{Code: ce.Code, Message: ce.Message}
 		}
-		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		w.finish(ctx, j, scheduler.StateFailed, nil, jerr)
 		return
 	}
 	res, jerr := w.collect(ctx, root, j, opKey, started, finished)
 	if jerr != nil {
-		w.finish(ctx, j, log, scheduler.StateFailed, nil, jerr)
+		if stoppedFromOutside() {
+			return
+		}
+		w.finish(ctx, j, scheduler.StateFailed, nil, jerr)
 		return
 	}
-	w.finish(ctx, j, log, scheduler.StateSucceeded, res, nil)
+	w.finish(ctx, j, scheduler.StateSucceeded, res, nil)
 }
 
 func outcomeText(err error, ctx context.Context) string {
@@ -323,19 +361,19 @@ func outcomeText(err error, ctx context.Context) string {
 func (w *Worker) stopped(j scheduler.Job, log *slog.Logger, cause error) {
 	switch {
 	case errors.Is(cause, errCancelled):
-		w.finish(context.Background(), j, log, scheduler.StateCancelled, nil, &scheduler.JobError{Code: "cancelled", Message: "cancelled by request"})
+		w.finish(context.Background(), j, scheduler.StateCancelled, nil, &scheduler.JobError{Code: "cancelled", Message: "cancelled by request"})
 	case errors.Is(cause, errShutdown):
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := w.w.Apply(ctx, &scheduler.RequeueJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token,
+		_, err := w.w.Apply(ctx, &scheduler.RequeueJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, Voluntary: true,
 			Reason: fmt.Sprintf("node %s shut down while running it; requeued", w.cfg.NodeID)})
 		if err != nil {
 			log.Warn("worker: hand back on shutdown", "err", err)
 			return
 		}
-		log.Info("job handed back", "node_id", w.cfg.NodeID)
+		log.Info("job handed back")
 	default:
-		log.Info("job stopped: lease lost", "node_id", w.cfg.NodeID)
+		log.Info("job stopped: lease lost")
 	}
 }
 
@@ -385,23 +423,25 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 	if err := writeJSON(filepath.Join(root, JobFile), spec); err != nil {
 		return internal(err)
 	}
-	var data []byte
+	dsPath := filepath.Join(root, InputDir, DatasetFile)
 	if j.Dataset != "" {
 		d, ok := w.state.Dataset(j.Dataset)
 		if !ok {
 			return "", &scheduler.JobError{Code: "dataset_missing", Message: fmt.Sprintf("dataset %s no longer exists", j.Dataset)}
 		}
-		b, err := w.readBlob(ctx, d.CID)
-		if err != nil {
+		if err := w.copyBlob(ctx, d.CID, dsPath); err != nil {
 			return "", &scheduler.JobError{Code: "dataset_unavailable", Message: fmt.Sprintf("dataset %s: %v", j.Dataset, err)}
 		}
-		if err := os.WriteFile(filepath.Join(root, InputDir, DatasetFile), b, 0o444); err != nil {
-			return internal(err)
-		}
-		data = b
 	}
 	if w.cfg.OperatorKey == nil || j.Image != "" {
 		return "", nil
+	}
+	var data []byte
+	if j.Dataset != "" {
+		var err error
+		if data, err = os.ReadFile(dsPath); err != nil {
+			return internal(err)
+		}
 	}
 	key, err := w.cfg.OperatorKey(j.Type, j.Params, data)
 	if err != nil || key == "" {
@@ -409,26 +449,33 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 		return "", nil
 	}
 	if ref, ok := w.state.Operator(key); ok {
-		if b, err := w.readBlob(ctx, ref.CID); err == nil {
-			if err := os.WriteFile(filepath.Join(root, InputDir, OperatorBin), b, 0o444); err != nil {
-				return internal(err)
-			}
-		}
+		// A missing or unreadable cached operator is only a cache miss.
+		_ = w.copyBlob(ctx, ref.CID, filepath.Join(root, InputDir, OperatorBin))
 	}
 	return key, nil
 }
 
-func (w *Worker) readBlob(ctx context.Context, s string) ([]byte, error) {
+// copyBlob streams stored content into a new read-only file.
+func (w *Worker) copyBlob(ctx context.Context, s, dst string) error {
 	c, err := cas.ParseCID(s)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	f, err := w.store.Open(ctx, c)
+	src, err := w.store.Open(ctx, c)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer f.Close()
-	return io.ReadAll(f)
+	defer src.Close()
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		os.Remove(dst)
+		return err
+	}
+	return f.Close()
 }
 
 // result is what a successful run reports.
@@ -462,6 +509,13 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 	if _, ok := m.Metrics["runtime_s"]; !ok {
 		m.Metrics["runtime_s"] = finished.Sub(started).Seconds()
 	}
+	// PWM's manifest always names these; null where the job has no image
+	// to compare (calibrate, generate_dataset, measured data).
+	for _, k := range []string{"psnr_db", "ssim"} {
+		if _, ok := m.Metrics[k]; !ok {
+			m.Metrics[k] = nil
+		}
+	}
 	m.Version = bundle.Version
 	m.Timestamp = finished.UTC().Format(time.RFC3339)
 	m.Provenance.GitHash = w.cfg.Commit
@@ -476,48 +530,97 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 		Executor: w.exec.Name(), Attempts: j.Attempts, FencingToken: j.Lease.Token,
 		StartedAt: started.UTC(), FinishedAt: finished.UTC(),
 	}
-	built, err := bundle.Build(m, files)
-	if err != nil {
-		return nil, &scheduler.JobError{Code: "invalid_output", Message: err.Error()}
+	// The tar streams into the store as it is written.
+	type writeResult struct {
+		m   bundle.Manifest
+		err error
 	}
-	ref, err := w.store.Put(ctx, bytes.NewReader(built.Data))
-	if err != nil {
+	pr, pw := io.Pipe()
+	written := make(chan writeResult, 1)
+	go func() {
+		wm, err := bundle.Write(pw, m, files)
+		pw.CloseWithError(err)
+		written <- writeResult{wm, err}
+	}()
+	ref, err := w.store.Put(ctx, pr)
+	pr.CloseWithError(err) // unblocks the writer if Put gave up early
+	wr := <-written
+	switch {
+	case wr.err != nil:
+		return nil, &scheduler.JobError{Code: "invalid_output", Message: wr.err.Error()}
+	case err != nil:
 		return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the RunBundle: " + err.Error()}
 	}
-	res := &result{metrics: built.Manifest.Metrics, bundle: ref}
+	res := &result{metrics: wr.m.Metrics, bundle: ref}
 	exp := filepath.Join(root, ExportDir)
-	if f, err := os.Open(filepath.Join(exp, DatasetFile)); err == nil {
+	if f, err := openRegular(filepath.Join(exp, DatasetFile)); err == nil {
 		dref, err := w.store.Put(ctx, f)
 		f.Close()
 		if err != nil {
 			return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the dataset: " + err.Error()}
 		}
-		name, _ := os.ReadFile(filepath.Join(exp, DatasetNameFile))
-		n := strings.TrimSpace(string(name))
-		if n == "" {
-			n = j.ID + ".npz"
-		}
-		res.dataset = &scheduler.Dataset{ID: w.cfg.NewID("ds_"), Tenant: j.Tenant, Name: n, CID: dref.CID.String(),
-			SHA256: dref.SHA256, Size: dref.Size, CreatedAt: finished.UTC(), Job: j.ID}
+		res.dataset = &scheduler.Dataset{ID: w.cfg.NewID("ds_"), Tenant: j.Tenant, Name: datasetName(readSmall(filepath.Join(exp, DatasetNameFile)), j.ID),
+			CID: dref.CID.String(), SHA256: dref.SHA256, Size: dref.Size, CreatedAt: finished.UTC(), Job: j.ID}
 	}
-	if f, err := os.Open(filepath.Join(exp, OperatorBin)); err == nil {
-		key, _ := os.ReadFile(filepath.Join(exp, OperatorKeyFile))
-		oref, err := w.store.Put(ctx, f)
-		f.Close()
-		if err == nil && len(key) > 0 && (opKey == "" || string(key) == opKey) {
-			res.operator = &scheduler.OperatorEntry{Key: string(key), Ref: toBundleRef(oref)}
+	// Only the built-in workload feeds the shared operator cache, and only
+	// under the key the worker computed itself: a job cannot plant an
+	// operator under another key.
+	if opKey != "" && j.Image == "" && readSmall(filepath.Join(exp, OperatorKeyFile)) == opKey {
+		if f, err := openRegular(filepath.Join(exp, OperatorBin)); err == nil {
+			oref, err := w.store.Put(ctx, f)
+			f.Close()
+			if err == nil {
+				res.operator = &scheduler.OperatorEntry{Key: opKey, Ref: toBundleRef(oref)}
+			}
 		}
 	}
 	return res, nil
+}
+
+// openRegular opens a file a job wrote, refusing links and special files so
+// that a job cannot read host files into the store.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return f, nil
+}
+
+// readSmall reads at most 1 KiB of a regular file a job wrote, trimmed.
+func readSmall(path string) string {
+	f, err := openRegular(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 1024))
+	return strings.TrimSpace(string(b))
+}
+
+// datasetName keeps a job's suggested dataset name if it is a plain file
+// name (the API's rules for names), else names the dataset after the job.
+func datasetName(name, jobID string) string {
+	ok := name != "" && len(name) <= 128 && !strings.HasPrefix(name, ".") && !strings.Contains(name, "..") &&
+		!strings.ContainsAny(name, `/\`) && !strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	if ok {
+		return name
+	}
+	return jobID + ".npz"
 }
 
 func toBundleRef(r cas.Ref) scheduler.BundleRef {
 	return scheduler.BundleRef{CID: r.CID.String(), SHA256: r.SHA256, Size: r.Size}
 }
 
-// finish reports the outcome through Raft with the lease's token, retrying
-// while no leader answers, for at most a lease period.
-func (w *Worker) finish(ctx context.Context, j scheduler.Job, log *slog.Logger, st string, res *result, jerr *scheduler.JobError) {
+// finish reports the outcome through Raft with the lease's token. It retries
+// every error but a refusal of the token until a lease period has passed;
+// meanwhile execute keeps renewing the lease.
+func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *result, jerr *scheduler.JobError) {
 	c := &scheduler.CompleteJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, State: st, Error: jerr}
 	if res != nil {
 		c.Metrics = res.metrics
@@ -529,14 +632,6 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, log *slog.Logger, 
 			c.Outputs = map[string]string{"dataset": res.dataset.ID}
 		}
 	}
-	w.complete(ctx, j, st, c, jerr)
-	_ = log
-}
-
-func (w *Worker) complete(ctx context.Context, j scheduler.Job, st string, c *scheduler.CompleteJob, jerr *scheduler.JobError) {
-	if c == nil {
-		c = &scheduler.CompleteJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, State: st, Error: jerr}
-	}
 	deadline := time.NewTimer(w.cfg.LeaseTTL)
 	defer deadline.Stop()
 	retry := time.NewTicker(w.cfg.LeaseTTL / 20)
@@ -547,18 +642,15 @@ func (w *Worker) complete(ctx context.Context, j scheduler.Job, st string, c *sc
 		cancel()
 		switch {
 		case err == nil:
-			w.cfg.Logger.Info("job finished", "job_id", j.ID, "state", st, "node_id", w.cfg.NodeID)
+			w.cfg.Logger.Info("job finished", "job_id", j.ID, "state", st)
 			return
 		case errors.Is(err, scheduler.ErrStaleToken), errors.Is(err, scheduler.ErrNotFound):
 			w.cfg.Logger.Warn("job result refused: lease no longer held", "job_id", j.ID, "err", err)
 			return
-		case !errors.Is(err, scheduler.ErrNotLeader) && !errors.Is(err, scheduler.ErrNoLeader):
-			w.cfg.Logger.Error("job result not recorded", "job_id", j.ID, "err", err)
-			return
 		}
 		select {
 		case <-deadline.C:
-			w.cfg.Logger.Error("job result not recorded: no leader", "job_id", j.ID)
+			w.cfg.Logger.Error("job result not recorded; the lease will run out and the job be requeued", "job_id", j.ID, "err", err)
 			return
 		case <-retry.C:
 		}
