@@ -34,7 +34,7 @@ type FSM struct {
 	// datasets and the operator index leave it alone).
 	placeGen uint64
 	planGen  uint64
-	plan      *Plan
+	plan     *Plan
 }
 
 // NewFSM returns an empty state machine.

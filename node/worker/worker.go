@@ -91,8 +91,8 @@ type Worker struct {
 	// ended holds the token of each run that ended here while this node's
 	// replica may still show it leased: the run is not started again.
 	ended map[string]uint64
-	wg      sync.WaitGroup
-	poke    chan struct{}
+	wg    sync.WaitGroup
+	poke  chan struct{}
 }
 
 // New validates cfg and returns a worker ready to Run.
