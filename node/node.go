@@ -289,6 +289,9 @@ func (n *Node) HTTPAddr() string {
 	return a
 }
 
+// Mesh is this node's networking layer (tests cut links through it).
+func (n *Node) Mesh() *mesh.Mesh { return n.mesh }
+
 // GossipAddr is the address other nodes --join.
 func (n *Node) GossipAddr() string { return n.mesh.GossipAddr() }
 
