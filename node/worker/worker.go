@@ -382,6 +382,21 @@ func (w *Worker) stopped(j scheduler.Job, log *slog.Logger, cause error) {
 func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 	t := time.NewTicker(w.cfg.LeaseTTL / 3)
 	defer t.Stop()
+	// The lease was granted (or last extended) at lastOK at the latest. A
+	// runner that cannot renew for two thirds of the TTL stops its job: by
+	// the time the leader could hand the job to another node, this run is
+	// over, so one job never runs twice at once.
+	lastOK := w.cfg.Clock.Now()
+	if j.StartedAt != nil && j.StartedAt.Before(lastOK) {
+		lastOK = *j.StartedAt
+	}
+	stop := func() {
+		w.mu.Lock()
+		if r, ok := w.running[j.ID]; ok && r.token == j.Lease.Token {
+			r.cancel(errLeaseLost)
+		}
+		w.mu.Unlock()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -392,16 +407,21 @@ func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL/3)
 		_, err := w.w.Apply(actx, &scheduler.RenewLease{At: now, JobID: j.ID, Token: j.Lease.Token, ExpiresAt: now.Add(w.cfg.LeaseTTL)})
 		cancel()
-		if errors.Is(err, scheduler.ErrStaleToken) || errors.Is(err, scheduler.ErrNotFound) {
-			w.mu.Lock()
-			if r, ok := w.running[j.ID]; ok && r.token == j.Lease.Token {
-				r.cancel(errLeaseLost)
-			}
-			w.mu.Unlock()
+		switch {
+		case err == nil:
+			lastOK = now
+		case errors.Is(err, scheduler.ErrStaleToken) || errors.Is(err, scheduler.ErrNotFound):
+			stop()
 			return
-		}
-		if err != nil && ctx.Err() == nil {
+		case ctx.Err() != nil:
+			return
+		default:
 			w.cfg.Logger.Warn("worker: renew lease", "job_id", j.ID, "err", err)
+			if w.cfg.Clock.Now().Sub(lastOK) >= 2*w.cfg.LeaseTTL/3 {
+				w.cfg.Logger.Warn("worker: cannot renew the lease; stopping the job so that it never runs twice", "job_id", j.ID)
+				stop()
+				return
+			}
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +48,20 @@ type fixture struct {
 	done   chan struct{}
 	ids    int
 	mu     sync.Mutex
+	writer *cutWriter
+}
+
+// cutWriter is the worker's path to the leader, which a test can cut.
+type cutWriter struct {
+	*scheduler.Raft
+	cut atomic.Bool
+}
+
+func (c *cutWriter) Apply(ctx context.Context, cmd scheduler.Command) (any, error) {
+	if c.cut.Load() {
+		return nil, fmt.Errorf("test: %w", scheduler.ErrNoLeader)
+	}
+	return c.Raft.Apply(ctx, cmd)
 }
 
 // newFixture starts a real one-node Raft, the leader loop, a store and a
@@ -63,12 +78,12 @@ func newFixtureWith(t testing.TB, exec Executor, slots int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, raft: r, fsm: r.FSM(), store: store, done: make(chan struct{})}
+	f := &fixture{t: t, raft: r, fsm: r.FSM(), store: store, done: make(chan struct{}), writer: &cutWriter{Raft: r}}
 	ttl := 2 * time.Second
 	w, err := New(Config{
 		NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), LeaseTTL: ttl, Tick: 50 * time.Millisecond,
 		OperatorKey: workload.JobOperatorKey, Version: "test", NewID: f.newID,
-	}, f.fsm, r, store, exec)
+	}, f.fsm, f.writer, store, exec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,4 +316,24 @@ func TestReadOutputRefusesSymlinks(t *testing.T) {
 	if _, err := readOutput(dir, 0); err == nil {
 		t.Fatal("output over the limit accepted")
 	}
+}
+
+// A runner cut off from the leader stops its job before its lease could be
+// given to another node, and reports nothing.
+func TestRunnerThatCannotRenewStopsItsJob(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	id := f.slowJob(time.Hour)
+	j := f.wait(id, func(j scheduler.Job) bool { return j.State == scheduler.StateRunning })
+	schedulertest.WaitFor(t, time.Minute, "the child to start", func() bool { return f.worker.Running() == 1 })
+	f.writer.cut.Store(true)
+	schedulertest.WaitFor(t, time.Minute, "the cut-off run to stop", func() bool { return f.worker.Running() == 0 })
+	// Nothing was reported for the stopped run: the job is still the
+	// leader's to requeue (or already requeued), never finished by it.
+	if now, _ := f.fsm.Job(id); scheduler.Terminal(now.State) {
+		t.Fatalf("cut-off run finished the job: %+v", now)
+	}
+	_ = j
+	f.writer.cut.Store(false)
+	schedulertest.MustApply(t, f.raft, &scheduler.CancelJob{At: time.Now(), Tenant: "acme", JobID: id})
 }
