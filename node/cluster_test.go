@@ -150,3 +150,53 @@ func TestFiveNodesThreeVotersAndRejoin(t *testing.T) {
 		t.Fatalf("job through the rejoined node: %+v", done.Error)
 	}
 }
+
+// counter sums a counter's samples (matching label value when given) from a
+// node's registry.
+func counter(t *testing.T, n *nodetest.Node, name, label string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == label {
+					ok = true
+				}
+			}
+			if ok {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// TestJobsAreAnnouncedAndClaimed: the leader announces a GPU job on the
+// GPU class topic and the only matching node claims it through Raft.
+func TestJobsAreAnnouncedAndClaimed(t *testing.T) {
+	t.Parallel()
+	specs := append(nodetest.Voters(3), nodetest.Spec{GPUs: "fake:2xT4-16GB"})
+	c := nodetest.Start(t, specs...)
+	leader := c.WaitForLeader(30 * time.Second)
+	gpuNode := c.Nodes[3]
+	c.WaitReady(gpuNode, 30*time.Second)
+	j := submit(t, leader, "generate_dataset", "", `{"size":16}`, scheduler.Resources{GPUs: 1, GPUModel: "T4"})
+	done := waitState(t, leader, j.ID, time.Minute, terminal)
+	if done.State != scheduler.StateSucceeded || done.Node != gpuNode.ID() {
+		t.Fatalf("GPU job: state %s on %s, want succeeded on %s", done.State, done.Node, gpuNode.ID())
+	}
+	if got := counter(t, leader, "pwmesh_jobs_announced_total", ""); got < 1 {
+		t.Errorf("leader announced %v jobs", got)
+	}
+	if got := counter(t, gpuNode, "pwmesh_job_claims_total", "committed"); got < 1 {
+		t.Errorf("GPU node committed %v claims, want at least 1", got)
+	}
+}

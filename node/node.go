@@ -56,6 +56,7 @@ type Node struct {
 	api      *web.Server
 	listener net.Listener
 
+	claims        *claimMetrics
 	registered    chan struct{}
 	regOnce       sync.Once
 	memberChanged chan struct{}
@@ -160,6 +161,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.registerMetrics()
+	n.claims = newClaimMetrics(n.registry)
 	ok = true
 	return n, nil
 }
@@ -406,6 +408,7 @@ func (n *Node) Run(ctx context.Context) error {
 	bg.Go(func() { n.join(runCtx) })
 	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
 	bg.Go(func() { n.register(runCtx) })
+	bg.Go(func() { n.claimJobs(runCtx) })
 
 	var runErr error
 	select {
@@ -458,6 +461,14 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.log.Info("node stopped")
 	return runErr
+}
+
+// claimWindow is zero on a one-node mesh, where nobody else could claim.
+func (n *Node) claimWindow() time.Duration {
+	if n.cfg.BootstrapExpect == 1 && len(n.cfg.Join) == 0 {
+		return 0
+	}
+	return claimWindow
 }
 
 // Crash makes the next stop behave like a crash: no hand-back of running
@@ -517,13 +528,15 @@ func (n *Node) leadership(ctx context.Context) {
 			if _, err := n.raft.Apply(lctx, n.registration()); err != nil {
 				n.log.Warn("register on leadership", "err", err)
 			}
-			l, err := scheduler.NewLeader(scheduler.LeaderConfig{LeaseTTL: time.Duration(n.cfg.LeaseTTL), Clock: n.cfg.Clock, Logger: n.log}, n.fsm, n.raft)
+			l, err := scheduler.NewLeader(scheduler.LeaderConfig{LeaseTTL: time.Duration(n.cfg.LeaseTTL), ClaimWindow: n.claimWindow(),
+				Clock: n.cfg.Clock, Logger: n.log}, n.fsm, n.raft)
 			if err != nil {
 				n.log.Error("leader loop", "err", err)
 				return
 			}
 			var loops sync.WaitGroup
 			loops.Go(func() { n.reconcileMembers(lctx) })
+			loops.Go(func() { n.announceJobs(lctx) })
 			_ = l.Run(lctx)
 			loops.Wait()
 		})

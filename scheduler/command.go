@@ -105,6 +105,9 @@ type SubmitJob struct {
 // AssignJob starts a queued job on a node under a lease. The fencing token
 // is the Raft index of this entry.
 type AssignJob struct {
+	// Claim marks an assignment proposed by the node itself, answering an
+	// announcement; the FSM checks it exactly like the leader's.
+	Claim       bool      `json:"claim,omitempty"`
 	At          time.Time `json:"at"`
 	JobID       string    `json:"job_id"`
 	Node        string    `json:"node"`

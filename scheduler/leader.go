@@ -33,8 +33,12 @@ type LeaderConfig struct {
 	// TimeoutGrace is how long past its timeout a job's runner has to report
 	// before the leader marks it timed out itself (default LeaseTTL).
 	TimeoutGrace time.Duration
-	Clock        Clock
-	Logger       *slog.Logger
+	// ClaimWindow is how long a newly submitted job is left to the claims
+	// of the nodes it was announced to before the leader assigns it itself
+	// (default 0: the leader assigns at once).
+	ClaimWindow time.Duration
+	Clock       Clock
+	Logger      *slog.Logger
 }
 
 // Leader runs the scheduler loop while this member leads: it expires
@@ -150,6 +154,16 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 		kept = append(kept, j)
 	}
 	in.Running = kept
+	if l.cfg.ClaimWindow > 0 {
+		for _, j := range in.Queued {
+			if j.Attempts == 0 && now.Sub(j.SubmittedAt) < l.cfg.ClaimWindow {
+				if in.Held == nil {
+					in.Held = map[string]bool{}
+				}
+				in.Held[j.ID] = true
+			}
+		}
+	}
 	plan := Place(in)
 	for _, p := range plan.Preempt {
 		if try(&RequeueJob{At: now, JobID: p.JobID, Token: p.Token, Voluntary: true, Reason: fmt.Sprintf("preempted by sprint job %s", p.For)}, p.JobID) {

@@ -11,6 +11,9 @@ type PlaceInput struct {
 	Nodes   []Node // any order; placement sorts by ID
 	Running []Job  // jobs in state running, with their leases
 	Queued  []Job  // jobs in state queued, any order; placement applies QueueOrder
+	// Held jobs keep the capacity placement gives them but are not
+	// assigned: they are left to the nodes' claims for a moment.
+	Held map[string]bool
 }
 
 // Assignment starts one queued job on a node.
@@ -100,6 +103,10 @@ func Place(in PlaceInput) Plan {
 			continue
 		}
 		if a, ok := pick(cands, &j); ok {
+			if in.Held[j.ID] {
+				plan.Reasons[j.ID] = fmt.Sprintf("announced to matching nodes; about to start on %s", a.Node)
+				continue
+			}
 			plan.Assign = append(plan.Assign, a)
 			continue
 		}

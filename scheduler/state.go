@@ -215,6 +215,16 @@ func (s *state) checkGPUs(j *Job, n *Node, gpus []int) error {
 		}
 	}
 	if len(gpus) == 0 {
+		// A CPU job needs a free slot: count the node's running CPU jobs.
+		busy := 0
+		for _, o := range s.jobs {
+			if o.State == StateRunning && o.Lease != nil && o.Lease.Node == n.ID && len(o.Lease.GPUs) == 0 {
+				busy++
+			}
+		}
+		if busy >= n.Slots {
+			return fmt.Errorf("all %d CPU slots are busy", n.Slots)
+		}
 		return nil
 	}
 	// Map order is random: report the lowest conflicting job so that every
