@@ -102,6 +102,8 @@ type Mesh struct {
 	raftMu    sync.Mutex
 	raftLayer *streamLayer
 
+	block *blocker // members cut off by Block (tests)
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -153,8 +155,10 @@ func New(cfg Config) (*Mesh, error) {
 	if ip.To4() == nil {
 		ipProto = "ip6"
 	}
+	block := &blocker{}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
+		libp2p.ConnectionGater(gater{block}),
 		libp2p.ListenAddrStrings(fmt.Sprintf("/%s/%s/tcp/%d", ipProto, ip, cfg.P2PPort)),
 		// TCP only: pnet works over TCP only; no QUIC/WebRTC/WebTransport.
 		// No SO_REUSEPORT: with it, outgoing dials leave from the listen
@@ -186,7 +190,9 @@ func New(cfg Config) (*Mesh, error) {
 		wanted:  make(map[peer.ID]*dialState),
 		poke:    make(chan struct{}, 1),
 		topics:  make(map[string]*pubsub.Topic),
+		block:   block,
 	}
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: block.closeBlocked})
 	m.members.init(cfg.Timings.EventBuffer)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Mesh, error) {
@@ -215,8 +221,14 @@ func New(cfg Config) (*Mesh, error) {
 	}
 	m.meta = meta
 
-	m.ml, err = memberlist.Create(m.memberlistConfig(secrets))
+	mlc := m.memberlistConfig(secrets)
+	tr, err := newGossipTransport(mlc, block)
 	if err != nil {
+		return fail(fmt.Errorf("mesh: memberlist on %s:%d: %w", cfg.Bind, cfg.GossipPort, err))
+	}
+	mlc.Transport = tr
+	if m.ml, err = memberlist.Create(mlc); err != nil {
+		_ = tr.Shutdown()
 		return fail(fmt.Errorf("mesh: memberlist on %s:%d: %w", cfg.Bind, cfg.GossipPort, err))
 	}
 	local := m.ml.LocalNode()

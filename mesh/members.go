@@ -423,6 +423,7 @@ func (m *Mesh) memberlistConfig(secrets clusterSecrets) *memberlist.Config {
 	}
 	c.Delegate = metaDelegate{m}
 	c.Events = eventDelegate{m}
+	c.Alive = aliveFilter{m.block}
 	c.LogOutput = nil
 	c.Logger = log.New(memberlistLog{m.log}, "", 0)
 	return c

@@ -3,6 +3,9 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"testing"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/pwmesh/pwmesh/node/nodetest"
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web/client"
 )
 
 func TestMain(m *testing.M) {
@@ -17,9 +21,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// submit sends a job, retrying through elections (503) with one
+// idempotency key, as a careful client does.
 func submit(t *testing.T, n *nodetest.Node, typ, dataset string, params string, res scheduler.Resources) scheduler.Job {
 	t.Helper()
-	j, err := n.Client.SubmitJob(context.Background(), scheduler.JobRequest{Type: typ, Dataset: dataset, Params: json.RawMessage(params), Resources: res}, "")
+	key := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	var j scheduler.Job
+	var err error
+	nodetest.WaitFor(t, 30*time.Second, "a submit that is not refused for want of a leader", func() bool {
+		j, err = n.Client.SubmitJob(context.Background(), scheduler.JobRequest{Type: typ, Dataset: dataset, Params: json.RawMessage(params), Resources: res}, key)
+		var ae *client.APIError
+		return !(errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
+	})
 	if err != nil {
 		t.Fatalf("submit %s on %s: %v", typ, n, err)
 	}

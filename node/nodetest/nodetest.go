@@ -1,7 +1,7 @@
 // Package nodetest starts a cluster of pwmesh nodes inside one test process
 // (127.0.0.1, ports chosen by the kernel, temporary data directories, short
 // timings) with the helpers a cluster test needs: WaitForLeader, Kill,
-// Stop, Restart, and an API client per node.
+// Stop, Restart, Partition, Heal, and an API client per node.
 //
 // Jobs run in child processes of the test binary: a test package that runs
 // jobs calls MaybeRunChild first thing in its TestMain.
@@ -315,6 +315,23 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		case <-tick.C:
 		}
 	}
+}
+
+// Poll polls cond every 20 ms until it holds (true) or timeout passes
+// (false), for a condition the test reports itself, with t.Errorf, to go on.
+func Poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			return cond()
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // String names the node for messages.
