@@ -108,7 +108,7 @@ func TestWorkerKilledMidJobRequeuesAndReruns(t *testing.T) {
 	if gen.State != scheduler.StateSucceeded {
 		t.Fatalf("generate: %+v", gen.Error)
 	}
-	slow := submit(t, leader, "calibrate_and_reconstruct", gen.Outputs["dataset"], `{"iterations":400}`, scheduler.Resources{GPUs: 1})
+	slow := submit(t, leader, "calibrate_and_reconstruct", gen.Outputs["dataset"], `{"iterations":60}`, scheduler.Resources{GPUs: 1})
 	running := waitState(t, leader, slow.ID, time.Minute, func(j scheduler.Job) bool { return j.State == scheduler.StateRunning })
 	if running.Node != gpuNode.ID() {
 		t.Fatalf("GPU job ran on %s, want the GPU node %s", running.Node, gpuNode.ID())

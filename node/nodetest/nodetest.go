@@ -293,11 +293,15 @@ func (c *Cluster) WaitReady(n *Node, timeout time.Duration) {
 	WaitFor(c.t, timeout, "node "+n.ID()+" ready", func() bool { return n.Health().Ready })
 }
 
-// Close stops every node.
+// Close stops every node at once, as a crash would: a clean leave of each
+// in turn would only wait for quorums that the previous leaves dissolved.
 func (c *Cluster) Close() {
+	var wg sync.WaitGroup
 	for _, n := range c.Running() {
-		c.stop(n)
+		n.Crash()
+		wg.Go(func() { c.stop(n) })
 	}
+	wg.Wait()
 }
 
 // WaitFor polls cond every 20 ms until it holds, failing the test after
