@@ -104,6 +104,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.AddCommand(
 		newAgentCmd(),
 		newWorkloadCmd(),
+		newKeygenCmd(),
 		a.jobCmd(),
 		a.datasetCmd(),
 		a.nodesCmd(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pwmesh/pwmesh/cas/bundle"
+	"github.com/pwmesh/pwmesh/mesh"
 )
 
 func TestNodesTable(t *testing.T) {
@@ -157,5 +159,27 @@ func TestBundleVerifyTampered(t *testing.T) {
 	r.wantCode(t, 1)
 	if r.stdout != "" || !strings.HasPrefix(r.stderr, "pwmesh: "+path+": ") || !strings.Contains(r.stderr, "logs/stdout.txt") {
 		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"keygen"}, nil, &out, &errb, func(string) string { return "" }); code != 0 {
+		t.Fatalf("keygen exit %d: %s", code, errb.String())
+	}
+	if _, err := mesh.ParseClusterKey(out.Bytes()); err != nil {
+		t.Fatalf("keygen printed an invalid key: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "cluster.key")
+	if code := run(context.Background(), []string{"keygen", "-o", file}, nil, &out, &errb, func(string) string { return "" }); code != 0 {
+		t.Fatalf("keygen -o exit %d: %s", code, errb.String())
+	}
+	st, err := os.Stat(file)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	if code := run(context.Background(), []string{"keygen", "-o", file}, nil, &out, &errb, func(string) string { return "" }); code == 0 {
+		t.Fatal("keygen overwrote an existing key file")
 	}
 }
