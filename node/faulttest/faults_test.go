@@ -1,0 +1,468 @@
+package faulttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pwmesh/pwmesh/cas/bundle"
+)
+
+const (
+	jobCount    = 30
+	jobInterval = 1500 * time.Millisecond
+)
+
+// history is the test's record of what it did and saw.
+type history struct {
+	mu  sync.Mutex
+	ops []submitOp
+	obs []observation
+}
+
+func (h *history) addOp(op submitOp) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops = append(h.ops, op)
+}
+
+func (h *history) addObs(o ...observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.obs = append(h.obs, o...)
+}
+
+func (h *history) snapshot() ([]submitOp, []observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ops), slices.Clone(h.obs)
+}
+
+// TestMultiHostFaults runs five agents in Docker containers and faults them
+// while jobs stream in; doc.go lists what the checker asserts.
+func TestMultiHostFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-host fault test: builds an image and runs five Docker containers for about two minutes; skipped with -short")
+	}
+	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Skipf("multi-host fault test needs a Docker engine; `docker version` failed: %v: %s", err, bytes.TrimSpace(out))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	began := time.Now()
+
+	c := newCluster(t, ctx)
+	t.Logf("static binary and image %s built in %s; network %s on %s.0/24", c.image, time.Since(began).Round(time.Second), c.net, c.subnet)
+	c.start(ctx)
+	if err := c.waitHealthy(ctx, 2*time.Minute, 5, c.nodes...); err != nil {
+		t.Fatalf("the mesh did not come up (the test reaches the containers at their addresses on the Docker bridge network, which needs a Linux host): %v", err)
+	}
+	for _, n := range c.nodes {
+		t.Logf("%s at %s is node %s (voter %v)", n.name, n.ip, n.nodeID, n.voter)
+	}
+	key := createKey(t, ctx, c)
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random seed %d (node choices)", seed)
+	h := &history{}
+
+	// The poller records job states seen on random live nodes.
+	pollStop := make(chan struct{})
+	var pollWG sync.WaitGroup
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		r := rand.New(rand.NewPCG(seed, 1<<32))
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-pollStop:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			n := c.randomLive(r)
+			var list struct{ Jobs []apiJob }
+			if err := c.getJSON(ctx, n, "/jobs?limit=1000", key, &list); err != nil {
+				continue
+			}
+			now := time.Now()
+			obs := make([]observation, 0, len(list.Jobs))
+			for _, j := range list.Jobs {
+				obs = append(obs, observation{At: now, Container: n.name, JobID: j.ID, State: j.State, CID: j.cid()})
+			}
+			h.addObs(obs...)
+		}
+	}()
+
+	// Submissions: one job every jobInterval, each retried (same
+	// Idempotency-Key) on random live nodes until acknowledged.
+	t0 := time.Now()
+	var subWG sync.WaitGroup
+	for i := range jobCount {
+		subWG.Add(1)
+		go func() {
+			defer subWG.Done()
+			if !sleepUntil(ctx, t0.Add(time.Duration(i)*jobInterval)) {
+				return
+			}
+			submit(t, ctx, c, h, rand.New(rand.NewPCG(seed, uint64(i))), key, i)
+		}()
+	}
+
+	// On an early return, stop and wait for the goroutines before the
+	// containers go.
+	defer func() {
+		cancel()
+		subWG.Wait()
+		pollWG.Wait()
+	}()
+
+	// The faults, on a fixed schedule from the first submission.
+	r := rand.New(rand.NewPCG(seed, 1<<33))
+	workers := []*node{c.nodes[3], c.nodes[4]}
+	if r.IntN(2) == 1 {
+		workers[0], workers[1] = workers[1], workers[0]
+	}
+	at := func(d time.Duration) {
+		if !sleepUntil(ctx, t0.Add(d)) {
+			t.Fatalf("test context ended: %v", ctx.Err())
+		}
+	}
+	faulted := map[string]bool{}
+	at(4 * time.Second)
+	l1, err := c.leader(ctx)
+	if err != nil {
+		t.Fatalf("find the leader: %v", err)
+	}
+	c.kill(ctx, l1)
+	faulted[l1.name] = true
+
+	at(10 * time.Second)
+	c.disconnect(ctx, workers[0])
+	faulted[workers[0].name] = true
+	at(20 * time.Second)
+	c.reconnect(ctx, workers[0])
+
+	at(24 * time.Second)
+	c.startAgain(ctx, l1)
+	if err := c.waitHealthy(ctx, time.Minute, 0, l1); err != nil {
+		t.Errorf("%s after its restart: %v", l1.name, err)
+	}
+
+	at(30 * time.Second)
+	c.restart(ctx, workers[1])
+	faulted[workers[1].name] = true
+	if err := c.waitHealthy(ctx, time.Minute, 0, workers[1]); err != nil {
+		t.Errorf("%s after its restart: %v", workers[1].name, err)
+	}
+
+	at(38 * time.Second)
+	l2, err := c.leader(ctx)
+	if err != nil {
+		t.Fatalf("find the leader: %v", err)
+	}
+	c.kill(ctx, l2)
+	faulted[l2.name] = true
+	at(44 * time.Second)
+	c.startAgain(ctx, l2)
+
+	subWG.Wait()
+	t.Logf("%s: all %d submissions returned (%s after the first)", stamp(), jobCount, time.Since(t0).Round(time.Second))
+
+	// R10: the mesh heals.
+	if err := c.waitHealthy(ctx, 90*time.Second, 5, c.nodes...); err != nil {
+		t.Errorf("R10 the mesh did not heal: %v", err)
+	}
+
+	// The final state comes from a voter that was never faulted.
+	var reader *node
+	for _, n := range c.nodes {
+		if n.voter && !faulted[n.name] {
+			reader = n
+			break
+		}
+	}
+	if reader == nil {
+		t.Fatal("no voter was spared (the schedule kills at most two)")
+	}
+	ops, _ := h.snapshot()
+	acked := map[string]bool{}
+	for _, op := range ops {
+		if op.OK {
+			acked[op.JobID] = true
+		}
+	}
+	var final map[string]apiJob
+	err = waitFor(ctx, 2*time.Minute, func() error {
+		f, err := listJobs(ctx, c, reader, key)
+		if err != nil {
+			return err
+		}
+		final = f
+		for id := range acked {
+			if j, ok := f[id]; ok && !terminal(j.State) {
+				return fmt.Errorf("job %s is %s (attempts %d, reason %q)", id, j.State, j.Attempts, j.Reason)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("acknowledged jobs not terminal on %s: %v", reader.name, err)
+	}
+	close(pollStop)
+	pollWG.Wait()
+	if final == nil {
+		t.Fatalf("could not read the final state from %s", reader.name)
+	}
+
+	// R9: results verify; their manifests feed R7.
+	execs := map[string]bundle.Execution{}
+	for _, id := range slices.Sorted(maps.Keys(final)) {
+		j := final[id]
+		if j.State != "succeeded" || j.RunBundle == nil {
+			continue
+		}
+		x, err := verifyBundle(ctx, c, reader, key, j)
+		if err != nil {
+			t.Errorf("R9 %v", err)
+			continue
+		}
+		execs[id] = x
+	}
+
+	// Runs from the logs.
+	var runs []run
+	var finishes []finishLine
+	for _, n := range c.nodes {
+		b, err := c.logs(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, fs, err := parseRuns(n.name, b, c.downTimes(n.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, finishes = append(runs, rs...), append(finishes, fs...)
+	}
+
+	ops, obs := h.snapshot()
+	for _, v := range check(checkInput{LeaseTTL: leaseTTL, Ops: ops, Obs: obs, Final: final, Runs: runs, Finishes: finishes, Execs: execs}) {
+		t.Error(v)
+	}
+	logSummary(t, ops, obs, final, runs)
+	t.Logf("whole test took %s", time.Since(began).Round(time.Second))
+}
+
+// createKey makes the test's tenant key and waits until every node knows it.
+func createKey(t *testing.T, ctx context.Context, c *cluster) string {
+	t.Helper()
+	var key string
+	body, _ := json.Marshal(map[string]string{"tenant": "faulttest", "tier": "paid"})
+	err := waitFor(ctx, time.Minute, func() error {
+		st, b, err := c.do(ctx, c.nodes[0], "POST", "/keys", adminToken, body, nil)
+		if err != nil {
+			return err
+		}
+		if st != http.StatusCreated {
+			return fmt.Errorf("POST /keys: %d %s", st, b)
+		}
+		var k struct{ Key string }
+		if err := json.Unmarshal(b, &k); err != nil || k.Key == "" {
+			return fmt.Errorf("POST /keys: %s: %v", b, err)
+		}
+		key = k.Key
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keys replicate through Raft; a node that has not applied it yet says 401.
+	err = waitFor(ctx, time.Minute, func() error {
+		for _, n := range c.nodes {
+			var list struct{ Jobs []apiJob }
+			if err := c.getJSON(ctx, n, "/jobs?limit=1", key, &list); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the new key does not work everywhere: %v", err)
+	}
+	return key
+}
+
+// submit sends job number seed until a node acknowledges it, recording
+// every attempt. Transport errors, 401 (key not replicated yet), 409, 429
+// and 5xx are retried with the same Idempotency-Key.
+func submit(t *testing.T, ctx context.Context, c *cluster, h *history, r *rand.Rand, key string, seed int) {
+	idem := fmt.Sprintf("faulttest-%s-%d", c.run, seed)
+	body, _ := json.Marshal(map[string]any{"type": "generate_dataset", "params": map[string]any{"size": 16, "seed": seed}})
+	hdr := http.Header{"Idempotency-Key": {idem}}
+	giveUp := time.Now().Add(90 * time.Second)
+	for {
+		n := c.randomLive(r)
+		op := submitOp{Seed: seed, Key: idem, Container: n.name, Invoke: time.Now()}
+		st, b, err := c.do(ctx, n, "POST", "/jobs", key, body, hdr)
+		op.Return, op.Status = time.Now(), st
+		switch {
+		case err != nil:
+			op.Err = err.Error()
+		case st == http.StatusAccepted:
+			var j apiJob
+			if err := json.Unmarshal(b, &j); err != nil || j.ID == "" {
+				op.Err = fmt.Sprintf("202 with a body without a job: %s", b)
+				break
+			}
+			op.OK, op.JobID = true, j.ID
+		default:
+			op.Err = string(b)
+		}
+		h.addOp(op)
+		if op.OK {
+			return
+		}
+		retry := err != nil || st == http.StatusUnauthorized || st == http.StatusConflict || st == http.StatusTooManyRequests || st >= 500
+		if !retry {
+			t.Errorf("job %d: POST /jobs on %s: %d %s (not retryable)", seed, n.name, st, b)
+			return
+		}
+		if time.Now().After(giveUp) {
+			t.Errorf("job %d: no node acknowledged it within 90 s; last try on %s: %d %s %v", seed, n.name, st, b, err)
+			return
+		}
+		if !sleepUntil(ctx, time.Now().Add(300*time.Millisecond)) {
+			return
+		}
+	}
+}
+
+// listJobs reads every job of the tenant from one node.
+func listJobs(ctx context.Context, c *cluster, n *node, key string) (map[string]apiJob, error) {
+	out := map[string]apiJob{}
+	cursor := ""
+	for {
+		path := "/jobs?limit=1000"
+		if cursor != "" {
+			path += "&cursor=" + url.QueryEscape(cursor)
+		}
+		var list struct {
+			Jobs       []apiJob `json:"jobs"`
+			NextCursor *string  `json:"next_cursor"`
+		}
+		if err := c.getJSON(ctx, n, path, key, &list); err != nil {
+			return nil, err
+		}
+		for _, j := range list.Jobs {
+			out[j.ID] = j
+		}
+		if list.NextCursor == nil || *list.NextCursor == "" {
+			return out, nil
+		}
+		cursor = *list.NextCursor
+	}
+}
+
+// verifyBundle downloads a job's RunBundle from n and checks its size,
+// sha256, CID and manifest hashes, and that its output dataset exists.
+func verifyBundle(ctx context.Context, c *cluster, n *node, key string, j apiJob) (bundle.Execution, error) {
+	var x bundle.Execution
+	var b []byte
+	err := waitFor(ctx, 30*time.Second, func() error {
+		st, body, err := c.do(ctx, n, "GET", "/jobs/"+j.ID+"/runbundle", key, nil, nil)
+		if err != nil {
+			return err
+		}
+		if st != http.StatusOK {
+			return fmt.Errorf("%d %s", st, body)
+		}
+		b = body
+		return nil
+	})
+	if err != nil {
+		return x, fmt.Errorf("job %s: download its RunBundle from %s: %w", j.ID, n.name, err)
+	}
+	sum := sha256.Sum256(b)
+	if got := hex.EncodeToString(sum[:]); got != j.RunBundle.SHA256 || int64(len(b)) != j.RunBundle.Size {
+		return x, fmt.Errorf("job %s: RunBundle sha256 %s size %d, the job says %s size %d", j.ID, got, len(b), j.RunBundle.SHA256, j.RunBundle.Size)
+	}
+	rep, err := bundle.Verify(bytes.NewReader(b))
+	if err != nil {
+		return x, fmt.Errorf("job %s: RunBundle does not verify: %w", j.ID, err)
+	}
+	if rep.Ref.CID.String() != j.RunBundle.CID {
+		return x, fmt.Errorf("job %s: RunBundle CID %s, the job says %s", j.ID, rep.Ref.CID, j.RunBundle.CID)
+	}
+	if ds := j.Outputs["dataset"]; ds == "" {
+		return x, fmt.Errorf("job %s: succeeded generate_dataset without outputs.dataset", j.ID)
+	} else if st, body, err := c.do(ctx, n, "GET", "/datasets/"+ds, key, nil, nil); err != nil || st != http.StatusOK {
+		return x, fmt.Errorf("job %s: its dataset %s: %d %s %v", j.ID, ds, st, body, err)
+	}
+	return rep.Manifest.Execution, nil
+}
+
+// logSummary says what the run exercised, for the reader of -v output.
+func logSummary(t *testing.T, ops []submitOp, obs []observation, final map[string]apiJob, runs []run) {
+	failed := 0
+	for _, op := range ops {
+		if !op.OK {
+			failed++
+		}
+	}
+	states := map[string]int{}
+	attempts := map[int]int{}
+	for _, j := range final {
+		states[j.State]++
+		attempts[j.Attempts]++
+	}
+	perJob := map[string][]run{}
+	for _, r := range runs {
+		perJob[r.JobID] = append(perJob[r.JobID], r)
+	}
+	multi := 0
+	var maxOv time.Duration
+	for _, id := range slices.Sorted(maps.Keys(perJob)) {
+		rs := perJob[id]
+		if len(rs) < 2 {
+			continue
+		}
+		multi++
+		t.Logf("job %s ran %d times: %s", id, len(rs), describeRuns(rs))
+		for a := range rs {
+			for b := a + 1; b < len(rs); b++ {
+				if ov := overlap(rs[a], rs[b]); rs[a].Token != rs[b].Token && ov > maxOv {
+					maxOv = ov
+				}
+			}
+		}
+	}
+	t.Logf("history: %d submission attempts (%d failed or indeterminate), %d state observations; final: %d jobs %v, attempts %v; %d runs, %d jobs run more than once, longest overlap of two runners %s",
+		len(ops), failed, len(obs), len(final), states, attempts, len(runs), multi, maxOv.Round(time.Millisecond))
+}
+
+// sleepUntil waits until t or ctx's end; it reports whether t was reached.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
