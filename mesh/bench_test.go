@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -43,7 +44,14 @@ func BenchmarkRPCRoundTrip(b *testing.B) {
 //
 //	go test -run '^$' -bench PublishDelivery -benchtime 2000x ./mesh/
 func BenchmarkPublishDelivery(b *testing.B) {
-	const subscribers = 10
+	for _, n := range []int{10, 50} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) { benchPublishDelivery(b, n) })
+	}
+}
+
+// benchPublishDelivery publishes from one host to subscribers others and
+// reports delivery latency percentiles over every (message, subscriber).
+func benchPublishDelivery(b *testing.B, subscribers int) {
 	ms := startMeshes(b, subscribers+1, nil)
 	joinAll(b, ms)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -51,3 +51,33 @@ func TestAssignRefusesBusySlots(t *testing.T) {
 		t.Fatalf("claim beyond the slots: %v, want ErrConflict", err)
 	}
 }
+
+// A batch applies each assignment on its own: a refused one does not stop
+// the others, and each gets the entry's index as fencing token.
+func TestAssignBatch(t *testing.T) {
+	t.Parallel()
+	r := schedulertest.NewRaft(t)
+	now := time.Unix(1_800_000_000, 0).UTC()
+	schedulertest.MustApply(t, r, &scheduler.RegisterNode{At: now, Node: scheduler.Node{ID: "n1", State: scheduler.NodeReady, Slots: 2, Incarnation: "i"}})
+	for _, id := range []string{"j1", "j2"} {
+		schedulertest.MustApply(t, r, &scheduler.SubmitJob{At: now, Job: scheduler.Job{ID: id, Tenant: "acme", Type: "calibrate", Priority: "paid"}})
+	}
+	v := schedulertest.MustApply(t, r, &scheduler.AssignBatch{Assignments: []scheduler.AssignJob{
+		{At: now, JobID: "j1", Node: "n1", Incarnation: "i", ExpiresAt: now.Add(time.Minute)},
+		{At: now, JobID: "nope", Node: "n1", Incarnation: "i", ExpiresAt: now.Add(time.Minute)},
+		{At: now, JobID: "j2", Node: "n1", Incarnation: "old", ExpiresAt: now.Add(time.Minute)},
+	}})
+	res := v.(scheduler.BatchResult)
+	if res.Errors[0] != "" || res.Errors[1] == "" || res.Errors[2] == "" {
+		t.Fatalf("batch result %+v", res)
+	}
+	j1, _ := r.FSM().Job("j1")
+	j2, _ := r.FSM().Job("j2")
+	if j1.State != scheduler.StateRunning || j1.Lease.Token == 0 || j2.State != scheduler.StateQueued {
+		t.Fatalf("after the batch: j1 %s, j2 %s", j1.State, j2.State)
+	}
+	_, err := r.Apply(t.Context(), &scheduler.AssignBatch{Assignments: []scheduler.AssignJob{{At: now, JobID: "nope", Node: "n1", Incarnation: "i"}}})
+	if !errors.Is(err, scheduler.ErrConflict) {
+		t.Fatalf("all-refused batch: %v, want ErrConflict", err)
+	}
+}

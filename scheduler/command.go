@@ -25,6 +25,7 @@ const (
 	CmdRegisterNode    CommandType = 10
 	CmdSetNodeState    CommandType = 11
 	CmdPutOperator     CommandType = 12
+	CmdAssignBatch     CommandType = 13
 )
 
 func (t CommandType) String() string {
@@ -53,6 +54,8 @@ func (t CommandType) String() string {
 		return "set_node_state"
 	case CmdPutOperator:
 		return "put_operator"
+	case CmdAssignBatch:
+		return "assign_batch"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -114,6 +117,19 @@ type AssignJob struct {
 	Incarnation string    `json:"incarnation"`
 	GPUs        []int     `json:"gpus,omitempty"`
 	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// AssignBatch commits many assignments in one entry: each is checked and
+// applied on its own, in order, exactly as an AssignJob, and shares the
+// entry's index as fencing token (tokens are compared per job).
+type AssignBatch struct {
+	Assignments []AssignJob `json:"assignments"`
+}
+
+// BatchResult is AssignBatch's answer: one error text per assignment ("" for
+// success), in order.
+type BatchResult struct {
+	Errors []string `json:"errors"`
 }
 
 // RenewLease extends a running job's lease.
@@ -197,6 +213,7 @@ func (RequeueJob) Type() CommandType      { return CmdRequeueJob }
 func (RegisterNode) Type() CommandType    { return CmdRegisterNode }
 func (SetNodeState) Type() CommandType    { return CmdSetNodeState }
 func (PutOperator) Type() CommandType     { return CmdPutOperator }
+func (AssignBatch) Type() CommandType     { return CmdAssignBatch }
 
 // Encode writes a command as one type byte followed by its JSON body.
 func Encode(c Command) ([]byte, error) {
@@ -238,6 +255,8 @@ func Decode(b []byte) (Command, error) {
 		c = &SetNodeState{}
 	case CmdPutOperator:
 		c = &PutOperator{}
+	case CmdAssignBatch:
+		c = &AssignBatch{}
 	default:
 		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
 	}

@@ -29,6 +29,7 @@ func allCommands() []Command {
 		&RegisterNode{At: t0, Node: Node{ID: "n", Region: "eu", State: NodeReady, Voter: true, GPUs: a100s(1), Slots: 2, Executors: []string{"docker"}, Incarnation: "i", UpdatedAt: t0}},
 		&SetNodeState{At: t0, ID: "n", State: NodeDown},
 		&PutOperator{At: t0, Entry: OperatorEntry{Key: "op", Ref: BundleRef{CID: "oc", SHA256: "os", Size: 1}}},
+		&AssignBatch{Assignments: []AssignJob{{Claim: true, At: t0, JobID: "j", Node: "n", Incarnation: "i", GPUs: []int{1}, ExpiresAt: exp}}},
 	}
 }
 
@@ -56,7 +57,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		seen[c.Type()] = true
 	}
 	// Every numbered type up to the highest is covered and has a name.
-	for ct := CmdCreateKey; ct <= CmdPutOperator; ct++ {
+	for ct := CmdCreateKey; ct <= CmdAssignBatch; ct++ {
 		if !seen[ct] {
 			t.Errorf("command type %d has no round-trip case", ct)
 		}
@@ -75,7 +76,7 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"empty", nil, ErrPayloadBytes},
 		{"type zero", []byte{0, '{', '}'}, ErrUnknownCmd},
-		{"type after last", []byte{byte(CmdPutOperator) + 1, '{', '}'}, ErrUnknownCmd},
+		{"type after last", []byte{byte(CmdAssignBatch) + 1, '{', '}'}, ErrUnknownCmd},
 		{"type 255", []byte{255}, ErrUnknownCmd},
 		{"bad json", []byte{byte(CmdSubmitJob), '{'}, ErrPayloadBytes},
 		{"trailing data", []byte{byte(CmdCancelJob), '{', '}', 'x'}, ErrPayloadBytes},

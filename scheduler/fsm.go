@@ -33,6 +33,7 @@ type FSM struct {
 	// cached at planGen is reused until it moves (lease renewals, keys,
 	// datasets and the operator index leave it alone).
 	placeGen uint64
+	planMu   sync.Mutex // guards plan and planGen
 	planGen  uint64
 	plan     *Plan
 }
@@ -101,14 +102,17 @@ func (f *FSM) LastIndex() uint64 {
 // Job returns a copy of one job, with queue position and reason filled in
 // while it is queued.
 func (f *FSM) Job(id string) (Job, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.mu.RLock()
 	j, ok := f.s.jobs[id]
+	var c Job
+	if ok {
+		c = cloneJob(j)
+	}
+	f.mu.RUnlock()
 	if !ok {
 		return Job{}, false
 	}
-	c := cloneJob(j)
-	f.annotateLocked(&c)
+	f.annotate(&c)
 	return c, true
 }
 
@@ -125,8 +129,16 @@ type JobFilter struct {
 // Jobs lists jobs in submission order. The cursor for the next page is the
 // Seq of the last job returned, or 0 when there is no more.
 func (f *FSM) Jobs(q JobFilter) ([]Job, uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	out, next := f.jobs(q)
+	for i := range out {
+		f.annotate(&out[i])
+	}
+	return out, next
+}
+
+func (f *FSM) jobs(q JobFilter) ([]Job, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	all := make([]*Job, 0, len(f.s.jobs))
 	for _, j := range f.s.jobs {
 		if (q.Tenant == "" || j.Tenant == q.Tenant) && (q.State == "" || j.State == q.State) &&
@@ -151,18 +163,17 @@ func (f *FSM) Jobs(q JobFilter) ([]Job, uint64) {
 	out := make([]Job, len(all))
 	for i, j := range all {
 		out[i] = cloneJob(j)
-		f.annotateLocked(&out[i])
 	}
 	return out, next
 }
 
-// annotateLocked fills the derived fields of a queued job from the current plan.
-func (f *FSM) annotateLocked(j *Job) {
+// annotate fills the derived fields of a queued job from the current plan.
+func (f *FSM) annotate(j *Job) {
 	if j.State != StateQueued {
 		j.QueuePosition = 0
 		return
 	}
-	p := f.planLocked()
+	p := f.currentPlan()
 	j.QueuePosition = p.Positions[j.ID]
 	if r, ok := p.Reasons[j.ID]; ok {
 		j.Reason = r
@@ -171,14 +182,23 @@ func (f *FSM) annotateLocked(j *Job) {
 	}
 }
 
-// planLocked returns placement over the current state, computed at most once
-// per applied index.
-func (f *FSM) planLocked() *Plan {
-	if f.plan != nil && f.planGen == f.placeGen {
+// currentPlan returns placement over the current state, computed at most
+// once per change that placement reads. It is computed outside the state's
+// lock, so that readers never hold up Raft's applies.
+func (f *FSM) currentPlan() *Plan {
+	f.mu.RLock()
+	gen := f.placeGen
+	f.mu.RUnlock()
+	f.planMu.Lock()
+	defer f.planMu.Unlock()
+	if f.plan != nil && f.planGen == gen {
 		return f.plan
 	}
-	p := Place(f.placeInputLocked())
-	f.plan, f.planGen = &p, f.placeGen
+	f.mu.RLock()
+	in, gen := f.placeInputLocked(), f.placeGen
+	f.mu.RUnlock()
+	p := Place(in)
+	f.plan, f.planGen = &p, gen
 	return f.plan
 }
 
@@ -431,7 +451,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.s = s
-	f.plan = nil
+	f.placeGen++
 	ch := f.changed
 	f.changed = make(chan struct{})
 	f.mu.Unlock()

@@ -170,9 +170,29 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 			l.cfg.Logger.Info("job preempted", "job_id", p.JobID, "for", p.For)
 		}
 	}
-	for _, a := range plan.Assign {
+	if len(plan.Assign) == 1 {
+		a := plan.Assign[0]
 		if try(&AssignJob{At: now, JobID: a.JobID, Node: a.Node, Incarnation: a.Incarnation, GPUs: a.GPUs, ExpiresAt: now.Add(l.cfg.LeaseTTL)}, a.JobID) {
 			l.cfg.Logger.Info("job assigned", "job_id", a.JobID, "job_node", a.Node, "gpus", a.GPUs)
+		}
+	} else if len(plan.Assign) > 1 {
+		// Many assignments go in one entry: one commit instead of one each.
+		batch := &AssignBatch{}
+		for _, a := range plan.Assign {
+			batch.Assignments = append(batch.Assignments, AssignJob{At: now, JobID: a.JobID, Node: a.Node, Incarnation: a.Incarnation,
+				GPUs: a.GPUs, ExpiresAt: now.Add(l.cfg.LeaseTTL)})
+		}
+		v, err := l.apply.Apply(ctx, batch)
+		if err != nil {
+			errs = append(errs, err)
+		} else if res, ok := v.(BatchResult); ok {
+			for i, a := range plan.Assign {
+				if i < len(res.Errors) && res.Errors[i] != "" {
+					l.cfg.Logger.Debug("scheduler: assignment refused", "job_id", a.JobID, "err", res.Errors[i])
+					continue
+				}
+				l.cfg.Logger.Info("job assigned", "job_id", a.JobID, "job_node", a.Node, "gpus", a.GPUs)
+			}
 		}
 	}
 	return errors.Join(errs...)

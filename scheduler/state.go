@@ -55,6 +55,21 @@ func (s *state) apply(idx uint64, c Command) (any, error) {
 		return s.submitJob(idx, c)
 	case *AssignJob:
 		return s.assignJob(idx, c)
+	case *AssignBatch:
+		res := BatchResult{Errors: make([]string, len(c.Assignments))}
+		applied := 0
+		for i := range c.Assignments {
+			if _, err := s.assignJob(idx, &c.Assignments[i]); err != nil {
+				res.Errors[i] = err.Error()
+			} else {
+				applied++
+			}
+		}
+		if applied == 0 && len(c.Assignments) > 0 {
+			// Nothing changed: say so, so that watchers are not woken.
+			return res, fmt.Errorf("assign batch: %w: every assignment refused", ErrConflict)
+		}
+		return res, nil
 	case *RenewLease:
 		return s.renewLease(c)
 	case *CompleteJob:
