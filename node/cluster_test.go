@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,6 +207,16 @@ func TestJobsAreAnnouncedAndClaimed(t *testing.T) {
 	done := waitState(t, leader, j.ID, time.Minute, terminal)
 	if done.State != scheduler.StateSucceeded || done.Node != gpuNode.ID() {
 		t.Fatalf("GPU job: state %s on %s, want succeeded on %s", done.State, done.Node, gpuNode.ID())
+	}
+	// Any node serves the log of a job that ran elsewhere.
+	rc, err := leader.Client.Logs(context.Background(), j.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := io.ReadAll(rc)
+	rc.Close()
+	if !strings.Contains(string(log), "attempt 1 on node "+gpuNode.ID()) {
+		t.Errorf("log of %s read through the leader:\n%s", j.ID, log)
 	}
 	if got := counter(t, leader, "pwmesh_jobs_announced_total", ""); got < 1 {
 		t.Errorf("leader announced %v jobs", got)

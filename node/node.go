@@ -153,13 +153,14 @@ func New(cfg Config) (*Node, error) {
 		Writer:         n,
 		Store:          n.store,
 		Cluster:        n,
-		Logs:           n.worker,
+		Logs:           n,
 		ValidateParams: validateParams,
 		NewID:          newID,
 	})
 	if err != nil {
 		return nil, err
 	}
+	n.mesh.HandleStream(LogProtocol, serveLog(n.worker))
 	n.registerMetrics()
 	n.claims = newClaimMetrics(n.registry)
 	ok = true
