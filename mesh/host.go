@@ -62,7 +62,8 @@ type Config struct {
 	NodeMeta func() NodeMeta
 	// Timings tunes memberlist and redials; zero fields take LAN() values.
 	Timings Timings
-	// Logger receives the mesh's and memberlist's logs (default: discard).
+	// Logger receives the mesh's and memberlist's logs (default: discard);
+	// it is expected to carry the node_id already.
 	Logger *slog.Logger
 }
 
@@ -183,7 +184,7 @@ func New(cfg Config) (*Mesh, error) {
 
 	m := &Mesh{
 		cfg:     cfg,
-		log:     cfg.Logger.With("node_id", cfg.NodeID),
+		log:     cfg.Logger, // the caller's logger already names the node
 		host:    h,
 		private: private,
 		done:    make(chan struct{}),

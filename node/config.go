@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -161,6 +162,12 @@ func (c *Config) Validate() error {
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
 	if c.DataDir == "" {
 		bad("--data-dir must not be empty")
+	} else if abs, err := filepath.Abs(c.DataDir); err != nil {
+		bad("--data-dir %q: %v", c.DataDir, err)
+	} else {
+		// Child processes run in their job's folder: every path they are
+		// given must be absolute.
+		c.DataDir = abs
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("--http %q: want HOST:PORT", c.HTTPAddr)

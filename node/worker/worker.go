@@ -51,6 +51,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MaxOutputBytes bounds what one job may write to output/ (default 4 GiB).
 	MaxOutputBytes int64
+	// FetchPatience is how long a job's input that no reachable node holds
+	// is waited for before the job fails (default 1 min).
+	FetchPatience time.Duration
 	// KeepJobDirs leaves job directories in place for debugging.
 	KeepJobDirs bool
 	// Tick is how often the worker looks at the state without a change
@@ -108,6 +111,9 @@ func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Wo
 	}
 	if cfg.MaxOutputBytes <= 0 {
 		cfg.MaxOutputBytes = 4 << 30
+	}
+	if cfg.FetchPatience <= 0 {
+		cfg.FetchPatience = time.Minute
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
@@ -214,6 +220,12 @@ func (w *Worker) reconcile(ctx context.Context) {
 		}
 		j := mine[id]
 		if w.ended[id] == j.Lease.Token {
+			continue
+		}
+		// A replica catching up (after a partition, say) shows old leases
+		// that the leader has long taken back: one already expired is
+		// not started.
+		if j.Lease.ExpiresAt.Before(w.cfg.Clock.Now()) {
 			continue
 		}
 		rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -449,7 +461,7 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 		if !ok {
 			return "", &scheduler.JobError{Code: "dataset_missing", Message: fmt.Sprintf("dataset %s no longer exists", j.Dataset)}
 		}
-		if err := w.copyBlob(ctx, d.CID, dsPath); err != nil {
+		if err := w.fetchPatiently(ctx, d.CID, dsPath); err != nil {
 			return "", &scheduler.JobError{Code: "dataset_unavailable", Message: fmt.Sprintf("dataset %s: %v", j.Dataset, err)}
 		}
 	}
@@ -473,6 +485,33 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 		_ = w.copyBlob(ctx, ref.CID, filepath.Join(root, InputDir, OperatorBin))
 	}
 	return key, nil
+}
+
+// fetchPatiently copies a blob, retrying with backoff for up to
+// FetchPatience: the only node holding it may be restarting or cut off for
+// a moment. The lease is renewed meanwhile.
+func (w *Worker) fetchPatiently(ctx context.Context, cid, dst string) error {
+	deadline := time.NewTimer(w.cfg.FetchPatience)
+	defer deadline.Stop()
+	wait := 250 * time.Millisecond
+	for {
+		err := w.copyBlob(ctx, cid, dst)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		w.cfg.Logger.Warn("worker: input not reachable yet; retrying", "cid", cid, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-deadline.C:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // copyBlob streams stored content into a new read-only file.

@@ -337,3 +337,27 @@ func TestRunnerThatCannotRenewStopsItsJob(t *testing.T) {
 	f.writer.cut.Store(false)
 	schedulertest.MustApply(t, f.raft, &scheduler.CancelJob{At: time.Now(), Tenant: "acme", JobID: id})
 }
+
+// A lease that has already run out (a replica catching up after a cut) is
+// never started: the leader has taken the job back or will.
+func TestExpiredLeaseIsNotStarted(t *testing.T) {
+	t.Parallel()
+	r := schedulertest.NewRaft(t)
+	store, err := fsstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), NewID: func(p string) string { return p + "x" }},
+		r.FSM(), r, store, noop{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Minute)
+	schedulertest.MustApply(t, r, &scheduler.RegisterNode{At: past, Node: scheduler.Node{ID: "n1", State: scheduler.NodeReady, Slots: 1, Incarnation: "inc1"}})
+	schedulertest.MustApply(t, r, &scheduler.SubmitJob{At: past, Job: scheduler.Job{ID: "j1", Tenant: "acme", Type: "calibrate", Priority: "paid", Timeout: scheduler.Duration(time.Hour)}})
+	schedulertest.MustApply(t, r, &scheduler.AssignJob{At: past, JobID: "j1", Node: "n1", Incarnation: "inc1", ExpiresAt: past.Add(time.Second)})
+	w.reconcile(context.Background())
+	if n := w.Running(); n != 0 {
+		t.Fatalf("started %d run(s) of an expired lease", n)
+	}
+}
