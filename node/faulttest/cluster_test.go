@@ -362,6 +362,35 @@ func (c *cluster) leader(ctx context.Context) (*node, error) {
 	return nil, last
 }
 
+// busy waits up to within for one of nodes to be running a job (as a live
+// node sees it) and returns it; else it returns the first of nodes.
+func (c *cluster) busy(ctx context.Context, key string, within time.Duration, nodes ...*node) *node {
+	var found *node
+	_ = waitFor(ctx, within, func() error {
+		for _, r := range c.liveNodes() {
+			var list struct{ Jobs []apiJob }
+			if err := c.getJSON(ctx, r, "/jobs?state=running&limit=1000", key, &list); err != nil {
+				continue
+			}
+			for _, j := range list.Jobs {
+				for _, n := range nodes {
+					if n.nodeID == j.Node {
+						found = n
+						return nil
+					}
+				}
+			}
+			return errors.New("none of them runs a job")
+		}
+		return errors.New("no live node answers")
+	})
+	if found == nil {
+		c.t.Logf("%s: none of %d node(s) ran a job within %s; faulting %s anyway", stamp(), len(nodes), within, nodes[0].name)
+		return nodes[0]
+	}
+	return found
+}
+
 // kill SIGKILLs a container, as a crash would.
 func (c *cluster) kill(ctx context.Context, n *node) {
 	c.setLive(n.name, false)
