@@ -9,6 +9,9 @@
 // and memberlist encrypts and verifies all gossip, so a node without the key
 // can neither join nor read anything.
 //
+// For tests, Block and Unblock cut this node off from chosen members, on
+// libp2p and on gossip, as a network partition would (partition.go).
+//
 // The package knows nothing of jobs, scheduling or storage: it moves bytes
 // between peers and reports who is there. Gossip is a hint; anything that
 // must be agreed goes through Raft (see RaftTransport).

@@ -90,7 +90,8 @@ func (m *Mesh) Block(nodeIDs ...string) error {
 // when called without arguments. memberlist does not probe members it
 // declared dead, so the mesh re-joins each unblocked member's gossip
 // address (every Timings.RedialInterval, for up to 30 s) until it sees the
-// member alive; libp2p reconnects as soon as the member is alive again.
+// member alive; libp2p redials at once, without the backoff its refused
+// dials built up.
 func (m *Mesh) Unblock(nodeIDs ...string) {
 	m.block.mu.Lock()
 	defer m.block.mu.Unlock()
@@ -108,11 +109,14 @@ func (m *Mesh) Unblock(nodeIDs ...string) {
 		})
 	}
 	next := cur.clone()
-	var ids, addrs []string
+	var (
+		ids, addrs []string
+		pids       []peer.ID
+	)
 	for _, id := range nodeIDs {
 		if bp, ok := next.nodes[id]; ok {
 			next.remove(id)
-			ids, addrs = append(ids, id), append(addrs, bp.addr)
+			ids, addrs, pids = append(ids, id), append(addrs, bp.addr), append(pids, bp.peer)
 		}
 	}
 	if len(ids) == 0 {
@@ -122,6 +126,15 @@ func (m *Mesh) Unblock(nodeIDs ...string) {
 		next = nil
 	}
 	m.block.set.Store(next)
+	// Redials refused while blocked backed off (up to 30 s): start afresh.
+	m.peersMu.Lock()
+	for _, pid := range pids {
+		if st := m.wanted[pid]; st != nil {
+			st.backoff, st.next = 0, time.Time{}
+		}
+	}
+	m.peersMu.Unlock()
+	m.pokeDialer()
 	m.log.Info("mesh: unblocked", "members", strings.Join(ids, ","))
 	m.tasks.goOwned(func() { m.rejoin(ids, addrs) })
 }

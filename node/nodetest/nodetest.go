@@ -286,11 +286,20 @@ func (c *Cluster) Restart(n *Node) {
 	c.WaitReady(n, 30*time.Second)
 }
 
-// WaitReady waits until n knows a leader and is registered (its /health
-// answers 200).
+// WaitReady waits until n knows a leader, is registered (its /health
+// answers 200) and its replica holds the admin key (its API takes
+// AdminToken).
 func (c *Cluster) WaitReady(n *Node, timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, "node "+n.ID()+" ready", func() bool { return n.Health().Ready })
+	WaitFor(c.t, timeout, "node "+n.ID()+" ready", func() bool {
+		if !n.Health().Ready {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, _, err := n.Client.ListJobs(ctx, client.ListJobsOptions{Limit: 1})
+		return err == nil
+	})
 }
 
 // Close stops every node at once, as a crash would: a clean leave of each
