@@ -377,6 +377,9 @@ func (m *Mesh) Run(ctx context.Context) error {
 	defer dials.Wait()
 	t := time.NewTicker(m.cfg.Timings.RedialInterval)
 	defer t.Stop()
+	rt := time.NewTicker(m.cfg.Timings.ReconnectInterval)
+	defer rt.Stop()
+	var reconnecting sync.Mutex
 	for {
 		m.dialDue(ctx, &dials)
 		m.members.prune(time.Now().Add(-m.cfg.Timings.RetainDeparted))
@@ -384,6 +387,8 @@ func (m *Mesh) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-rt.C:
+			m.reconnect(ctx, &dials, &reconnecting)
 		case <-m.poke:
 		}
 	}

@@ -31,6 +31,7 @@ type Timings struct {
 	DeadNodeReclaimTime     time.Duration // a dead node's name may come back at another address after this
 	RedialInterval          time.Duration // first redial delay and poll period of Run (backoff doubles to 30 s)
 	RetainDeparted          time.Duration // Members keeps "dead"/"left" members this long
+	ReconnectInterval       time.Duration // how often Run tries to rejoin members that failed
 	EventBuffer             int           // capacity of the Events channel
 }
 
@@ -49,6 +50,7 @@ func LAN() Timings {
 		DeadNodeReclaimTime:     5 * time.Second,
 		RedialInterval:          500 * time.Millisecond,
 		RetainDeparted:          10 * time.Minute,
+		ReconnectInterval:       10 * time.Second,
 		EventBuffer:             1024,
 	}
 }
@@ -68,6 +70,7 @@ func Fast() Timings {
 		DeadNodeReclaimTime:     100 * time.Millisecond,
 		RedialInterval:          50 * time.Millisecond,
 		RetainDeparted:          time.Minute,
+		ReconnectInterval:       500 * time.Millisecond,
 		EventBuffer:             1024,
 	}
 }
@@ -88,6 +91,7 @@ func (t Timings) withDefaults() Timings {
 	dur(&t.DeadNodeReclaimTime, d.DeadNodeReclaimTime)
 	dur(&t.RedialInterval, d.RedialInterval)
 	dur(&t.RetainDeparted, d.RetainDeparted)
+	dur(&t.ReconnectInterval, d.ReconnectInterval)
 	if t.SuspicionMult <= 0 {
 		t.SuspicionMult = d.SuspicionMult
 	}

@@ -26,10 +26,6 @@ import (
 // know (or whose metadata carries no peer ID).
 var ErrUnknownMember = errors.New("mesh: unknown member")
 
-// rejoinFor bounds how long Unblock keeps re-joining the members it
-// unblocked until this node sees them alive.
-const rejoinFor = 30 * time.Second
-
 // Block cuts this node off from the given members until Unblock:
 //
 //   - libp2p: existing connections to them are closed (their streams reset:
@@ -87,11 +83,10 @@ func (m *Mesh) Block(nodeIDs ...string) error {
 }
 
 // Unblock lifts Block for the given members, or for every blocked member
-// when called without arguments. memberlist does not probe members it
-// declared dead, so the mesh re-joins each unblocked member's gossip
-// address (every Timings.RedialInterval, for up to 30 s) until it sees the
-// member alive; libp2p redials at once, without the backoff its refused
-// dials built up.
+// when called without arguments. The members come back as they would
+// after a real partition: Run's reconnect loop re-joins members declared
+// failed (memberlist itself never probes them again); libp2p redials at
+// once, without the backoff its refused dials built up.
 func (m *Mesh) Unblock(nodeIDs ...string) {
 	m.block.mu.Lock()
 	defer m.block.mu.Unlock()
@@ -110,13 +105,13 @@ func (m *Mesh) Unblock(nodeIDs ...string) {
 	}
 	next := cur.clone()
 	var (
-		ids, addrs []string
-		pids       []peer.ID
+		ids  []string
+		pids []peer.ID
 	)
 	for _, id := range nodeIDs {
 		if bp, ok := next.nodes[id]; ok {
 			next.remove(id)
-			ids, addrs, pids = append(ids, id), append(addrs, bp.addr), append(pids, bp.peer)
+			ids, pids = append(ids, id), append(pids, bp.peer)
 		}
 	}
 	if len(ids) == 0 {
@@ -136,7 +131,8 @@ func (m *Mesh) Unblock(nodeIDs ...string) {
 	m.peersMu.Unlock()
 	m.pokeDialer()
 	m.log.Info("mesh: unblocked", "members", strings.Join(ids, ","))
-	m.tasks.goOwned(func() { m.rejoin(ids, addrs) })
+	// memberlist brings them back through Run's reconnect loop, as after
+	// a real partition.
 }
 
 // Blocked lists the node IDs Block cut this node off from, sorted.
@@ -151,41 +147,6 @@ func (m *Mesh) Blocked() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// rejoin joins addrs until every member of ids is alive here, one of them
-// is blocked again, the mesh closes or rejoinFor has passed.
-func (m *Mesh) rejoin(ids, addrs []string) {
-	deadline := time.NewTimer(rejoinFor)
-	defer deadline.Stop()
-	tick := time.NewTicker(m.cfg.Timings.RedialInterval)
-	defer tick.Stop()
-	for {
-		done := true
-		for _, id := range ids {
-			if m.block.nodeBlocked(id) {
-				return
-			}
-			if mem, ok := m.members.get(id); !ok || mem.State != StateAlive {
-				done = false
-			}
-		}
-		if done {
-			m.pokeDialer()
-			return
-		}
-		if _, err := m.joinOnce(addrs); errors.Is(err, ErrClosed) {
-			return
-		}
-		select {
-		case <-m.done:
-			return
-		case <-deadline.C:
-			m.log.Warn("mesh: unblocked members not seen alive again", "members", strings.Join(ids, ","), "waited", rejoinFor)
-			return
-		case <-tick.C:
-		}
-	}
 }
 
 // blocker holds the blocked members. set is nil while nothing is blocked;

@@ -36,7 +36,7 @@ type Config struct {
 	BootstrapToken  string   `json:"bootstrap_token"`
 	// Slots is how many CPU jobs run at once here (default: number of CPUs).
 	Slots int `json:"slots"`
-	// LeaseTTL is the job lease length (default 15 s).
+	// LeaseTTL is the job lease length (default 9 s).
 	LeaseTTL Duration `json:"lease_ttl"`
 	// MaxUploadBytes bounds one dataset upload (default 1 GiB).
 	MaxUploadBytes int64 `json:"max_upload_bytes"`
@@ -54,7 +54,10 @@ type Config struct {
 	Binary    string          `json:"-"` // the pwmesh executable for child processes
 	Ready     func(Info)      `json:"-"` // called once the node serves
 	ChildArgs []string        `json:"-"` // tests re-enter a test binary
-	ChildEnv  []string        `json:"-"` // added to child processes' environment
+	// Raft timings (zero: scheduler.RaftConfig's defaults, tuned for fast
+	// failover); tests on a loaded machine raise them.
+	RaftHeartbeat, RaftElection, RaftLeaderLease time.Duration `json:"-"`
+	ChildEnv                                     []string      `json:"-"` // added to child processes' environment
 }
 
 // Duration is a time.Duration read from a string such as "15s" in files.
@@ -93,7 +96,7 @@ func Defaults() Config {
 		Voter:           "auto",
 		Region:          "local",
 		GPUs:            "auto",
-		LeaseTTL:        Duration(15 * time.Second),
+		LeaseTTL:        Duration(9 * time.Second),
 		MaxUploadBytes:  1 << 30,
 	}
 }

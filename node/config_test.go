@@ -18,7 +18,7 @@ func TestConfigDefaultsAndDev(t *testing.T) {
 	if !filepath.IsAbs(c.DataDir) || filepath.Base(c.DataDir) != "pwmesh-data" {
 		t.Fatalf("data dir %q, want the default made absolute", c.DataDir)
 	}
-	if c.Bind != "127.0.0.1" || c.BootstrapExpect != 1 || c.HTTPAddr != "127.0.0.1:8080" || time.Duration(c.LeaseTTL) != 15*time.Second {
+	if c.Bind != "127.0.0.1" || c.BootstrapExpect != 1 || c.HTTPAddr != "127.0.0.1:8080" || time.Duration(c.LeaseTTL) != 9*time.Second {
 		t.Fatalf("dev defaults: %+v", c)
 	}
 }

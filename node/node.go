@@ -247,6 +247,10 @@ func (n *Node) openRaft() error {
 		Bootstrap: n.cfg.BootstrapExpect == 1 && n.cfg.Voter != "never",
 		LogOutput: n.cfg.LogOutput,
 		LogLevel:  n.cfg.LogLevel,
+
+		HeartbeatTimeout:   n.cfg.RaftHeartbeat,
+		ElectionTimeout:    n.cfg.RaftElection,
+		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
 	}, n.fsm)
 	if err != nil {
 		return err

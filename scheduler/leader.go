@@ -25,7 +25,7 @@ func (SystemClock) Now() time.Time { return time.Now().UTC() }
 // LeaderConfig tunes the leader loop.
 type LeaderConfig struct {
 	// LeaseTTL is how long an assignment stays valid without renewal
-	// (default 15 s). Runners renew at a third of it.
+	// (default 9 s). Runners renew at a third of it.
 	LeaseTTL time.Duration
 	// Tick is how often the loop reconciles without a state change
 	// (default 1 s).
@@ -57,7 +57,7 @@ func NewLeader(cfg LeaderConfig, fsm *FSM, apply Applier) (*Leader, error) {
 		return nil, errors.New("scheduler: leader needs an FSM and an Applier")
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 15 * time.Second
+		cfg.LeaseTTL = 9 * time.Second
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
@@ -132,9 +132,15 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 			// A node leaving cleanly hands its jobs back: not a lost run.
 			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Voluntary: true, Reason: fmt.Sprintf("node %s left the mesh; requeued", j.Lease.Node)}
 			msg = "job requeued: node left"
-		case !known || n.State != NodeReady:
+		case (!known || n.State != NodeReady) && now.After(j.Lease.ExpiresAt):
+			// A node that failed may only be cut off, its runner still at
+			// work until it notices it cannot renew: the job goes back to
+			// the queue once the lease is over, never before.
 			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s failed while running it; requeued", j.Lease.Node)}
 			msg = "job requeued: node failed"
+		case !known || n.State != NodeReady:
+			kept = append(kept, j)
+			continue
 		case n.Incarnation != j.Lease.Incarnation:
 			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Reason: fmt.Sprintf("node %s restarted while running it; requeued", j.Lease.Node)}
 			msg = "job requeued: node restarted"

@@ -168,6 +168,11 @@ func TestReconcileRequeuesFromDownNode(t *testing.T) {
 	x.startJob("j1", 0)
 	x.apply(nodeCmd("n2", "i1", 1))
 	x.apply(&SetNodeState{At: x.clk.Now(), ID: "n1", State: NodeDown})
+	// The node may only be cut off, its runner still at work: the job
+	// stays leased until the lease is over.
+	x.reconcile()
+	x.wantState("j1", StateRunning)
+	x.clk.Advance(testLeaseTTL + time.Second)
 	x.reconcile()
 	q := x.wantState("j1", StateQueued)
 	if !strings.Contains(q.Reason, "node n1 failed") || q.Attempts != 1 || q.Voluntary != 0 {

@@ -139,6 +139,11 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	cfg.Executor = "process"
 	cfg.LeaseTTL = node.Duration(5 * time.Second)
 	cfg.FastTimings = true
+	if raceEnabled {
+		// The race detector slows everything several times over: a leader
+		// stalled past a 125 ms lease would step down for nothing.
+		cfg.RaftHeartbeat, cfg.RaftElection, cfg.RaftLeaderLease = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
+	}
 	cfg.BootstrapToken = AdminToken
 	if join != "" {
 		cfg.Join = []string{join}

@@ -47,7 +47,7 @@ type Config struct {
 	Dir         string // required: job directories live here
 	LogDir      string // required: one <job id>.log per job, kept
 	// LeaseTTL is the scheduler's lease length; the lease is renewed every
-	// third of it (default 15 s).
+	// third of it (default 9 s).
 	LeaseTTL time.Duration
 	// MaxOutputBytes bounds what one job may write to output/ (default 4 GiB).
 	MaxOutputBytes int64
@@ -107,7 +107,7 @@ func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Wo
 		return nil, errors.New("worker: state, writer, store and executor are required")
 	}
 	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 15 * time.Second
+		cfg.LeaseTTL = 9 * time.Second
 	}
 	if cfg.MaxOutputBytes <= 0 {
 		cfg.MaxOutputBytes = 4 << 30
