@@ -23,7 +23,7 @@ type RaftConfig struct {
 	// Bootstrap makes this node the first voter of a new cluster when it has
 	// no Raft state yet. It is ignored once state exists.
 	Bootstrap bool
-	// Timings. Defaults: 250 ms heartbeat and election, 125 ms leader lease,
+	// Timings. Defaults: 200 ms heartbeat and election, 100 ms leader lease,
 	// 20 ms commit.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -49,9 +49,9 @@ func (c *RaftConfig) withDefaults() error {
 			*d = v
 		}
 	}
-	def(&c.HeartbeatTimeout, 250*time.Millisecond)
-	def(&c.ElectionTimeout, 250*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 125*time.Millisecond)
+	def(&c.HeartbeatTimeout, 200*time.Millisecond)
+	def(&c.ElectionTimeout, 200*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 100*time.Millisecond)
 	def(&c.CommitTimeout, 20*time.Millisecond)
 	def(&c.ApplyTimeout, 10*time.Second)
 	if c.SnapshotThreshold == 0 {
