@@ -48,6 +48,17 @@ const (
 // removes it. An error from h reaches the caller as *RemoteError.
 func (m *Mesh) Handle(proto string, h Handler) {
 	if h == nil {
+		m.setHandler(proto, nil)
+		return
+	}
+	m.setHandler(proto, func(s network.Stream) { m.serve(s, h) })
+}
+
+// setHandler serves proto with serve, each stream as a task the mesh waits
+// for when it closes (a stream arriving after Close is reset); a nil serve
+// removes the handler.
+func (m *Mesh) setHandler(proto string, serve func(network.Stream)) {
+	if serve == nil {
 		m.host.RemoveStreamHandler(protocol.ID(proto))
 		return
 	}
@@ -57,7 +68,7 @@ func (m *Mesh) Handle(proto string, h Handler) {
 			return
 		}
 		defer m.tasks.leave()
-		m.serve(s, h)
+		serve(s)
 	})
 }
 

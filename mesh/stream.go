@@ -30,17 +30,10 @@ type StreamHandler func(ctx context.Context, fromPeer string, req []byte) (io.Re
 // HandleStream serves proto with h; a nil h removes it.
 func (m *Mesh) HandleStream(proto string, h StreamHandler) {
 	if h == nil {
-		m.host.RemoveStreamHandler(protocol.ID(proto))
+		m.setHandler(proto, nil)
 		return
 	}
-	m.host.SetStreamHandler(protocol.ID(proto), func(s network.Stream) {
-		if !m.tasks.enter() {
-			_ = s.Reset()
-			return
-		}
-		defer m.tasks.leave()
-		m.serveStream(s, h)
-	})
+	m.setHandler(proto, func(s network.Stream) { m.serveStream(s, h) })
 }
 
 func (m *Mesh) serveStream(s network.Stream, h StreamHandler) {
