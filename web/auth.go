@@ -60,15 +60,24 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" || len(secret) > maxSecretLen {
 		return nil, errUnauthorized
 	}
-	k, found := s.deps.State.Key(HashKey(secret))
+	hash := HashKey(secret)
+	k, found := s.deps.State.Key(hash)
 	if !found {
+		h := s.deps.Cluster.Health()
 		// A node still loading its state (a restart, no leader yet) does
 		// not know any key: that is "try again", not "bad key".
-		if !s.deps.Cluster.Health().Ready {
+		if !h.Ready {
 			return nil, apiError(http.StatusServiceUnavailable, "no_leader",
 				"this node is starting or has no leader yet; retry shortly")
 		}
-		return nil, errUnauthorized
+		// A follower's replica may lag a key just created through another
+		// node: give it a moment to catch up before saying no.
+		if h.Role != "leader" {
+			s.await(r.Context(), func() bool { k, found = s.deps.State.Key(hash); return found })
+		}
+		if !found {
+			return nil, errUnauthorized
+		}
 	}
 	return &caller{key: k}, nil
 }

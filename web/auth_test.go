@@ -1,12 +1,14 @@
 package web_test
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web"
 )
 
@@ -123,4 +125,20 @@ func TestUnknownKeyWhileStartingIs503(t *testing.T) {
 	wantStatus(t, e.do("GET", "/jobs", e.acme, nil), http.StatusOK)
 	e.cluster.set(web.Health{Node: "n1", Leader: "n1", Ready: true})
 	wantError(t, e.do("GET", "/jobs", "pwm_not_a_key", nil), http.StatusUnauthorized, "unauthorized")
+}
+
+// On a follower, a key created a moment ago through another node is
+// waited for, not refused.
+func TestFollowerWaitsForANewKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cluster.set(web.Health{Node: "n2", Leader: "n1", Role: "follower", Ready: true})
+	secret := web.NewKeySecret()
+	done := make(chan resp, 1)
+	go func() { done <- e.do("GET", "/jobs", secret, nil) }()
+	if _, err := e.raft.Apply(context.Background(), &scheduler.CreateKey{At: time.Now(), Key: scheduler.APIKey{
+		Hash: web.HashKey(secret), Prefix: secret[:8], Tenant: "late", Tier: "free"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, <-done, http.StatusOK)
 }
