@@ -32,6 +32,10 @@ type NodeMeta struct {
 	GPUs   string   `json:"g,omitempty"`   // compact summary, e.g. "2xA100-80GB,1xT4-16GB"
 	Slots  int      `json:"s,omitempty"`   // free job slots
 	Inc    string   `json:"inc,omitempty"` // incarnation of the process
+	// Raft is set once the node belongs to a bootstrapped Raft group (it
+	// has Raft state or knows a leader): nobody bootstraps another group
+	// while a member says so.
+	Raft bool `json:"rf,omitempty"`
 }
 
 // EncodeMeta encodes m as compact JSON. It keeps the first two P2P

@@ -44,8 +44,11 @@ func (n *Node) Fetch(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 		if m.NodeID == n.id || m.meta.PeerID == "" {
 			continue
 		}
-		octx, cancel := context.WithTimeout(ctx, blobPeerTimeout)
+		// The timeout bounds the wait for the answer, not the transfer.
+		octx, cancel := context.WithCancel(ctx)
+		firstByte := time.AfterFunc(blobPeerTimeout, cancel)
 		rc, err := n.mesh.OpenStream(octx, m.meta.PeerID, BlobProtocol, []byte(c.String()))
+		firstByte.Stop()
 		if err != nil {
 			cancel()
 			errs = append(errs, fmt.Errorf("%s: %w", m.NodeID, err))

@@ -74,39 +74,63 @@ func (n *Node) learnPeers(ctx context.Context) {
 }
 
 // bootstrapWhenExpected bootstraps Raft once BootstrapExpect voter-eligible
-// nodes are alive in the mesh: the BootstrapExpect lowest node IDs become the
-// first voters, and each of them bootstraps with that same set. A node with
-// Raft state never bootstraps again.
+// nodes are alive in the mesh and none of them belongs to a group yet: the
+// BootstrapExpect lowest node IDs become the first voters, and each of them
+// bootstraps with that same set once its view has been stable for half a
+// second. A node with Raft state, or seeing a member that has some, never
+// bootstraps: the running group's leader adds it.
 func (n *Node) bootstrapWhenExpected(ctx context.Context) {
 	if n.cfg.BootstrapExpect <= 1 {
 		return
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	// The candidate set must stay the same for stableRounds checks in a
+	// row: views of a mesh that is still forming differ.
+	const stableRounds = 5
+	var last string
+	stable := 0
 	for {
 		if has, err := n.raft.HasState(); err != nil || has || n.raft.Leader() != "" {
+			_ = n.mesh.UpdateMeta() // say so: nobody bootstraps beside us
 			return
 		}
 		var eligible []member
+		running := false
 		for _, m := range n.liveMembers() {
+			running = running || (m.meta.Raft && m.NodeID != n.id)
 			if m.meta.Voter {
 				eligible = append(eligible, m)
 			}
 		}
-		if len(eligible) >= n.cfg.BootstrapExpect {
+		switch {
+		case running:
+			// A group exists already: its leader adds this node.
+			stable, last = 0, ""
+		case len(eligible) >= n.cfg.BootstrapExpect:
 			set := eligible[:n.cfg.BootstrapExpect]
-			if slices.ContainsFunc(set, func(m member) bool { return m.NodeID == n.id }) {
-				var servers []scheduler.Server
-				for _, m := range set {
-					servers = append(servers, scheduler.Server{ID: m.NodeID, Address: m.meta.PeerID, Voter: true})
-				}
-				if err := n.raft.Bootstrap(servers); err != nil {
-					n.log.Warn("raft bootstrap", "err", err)
-				} else {
-					n.log.Info("raft bootstrapped", "voters", ids(set))
-				}
+			if key := ids(set); key == last {
+				stable++
+			} else {
+				stable, last = 1, key
 			}
-			return
+			if stable >= stableRounds {
+				if slices.ContainsFunc(set, func(m member) bool { return m.NodeID == n.id }) {
+					var servers []scheduler.Server
+					for _, m := range set {
+						servers = append(servers, scheduler.Server{ID: m.NodeID, Address: m.meta.PeerID, Voter: true})
+					}
+					if err := n.raft.Bootstrap(servers); err != nil {
+						n.log.Warn("raft bootstrap", "err", err)
+					} else {
+						n.log.Info("raft bootstrapped", "voters", last)
+					}
+					_ = n.mesh.UpdateMeta()
+				}
+				return
+			}
+		default:
+			stable, last = 0, ""
 		}
 		select {
 		case <-ctx.Done():
@@ -133,8 +157,9 @@ func ids(ms []member) string {
 func (n *Node) reconcileMembers(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	since := time.Now()
 	for {
-		if err := n.reconcileOnce(ctx); err != nil && ctx.Err() == nil {
+		if err := n.reconcileOnce(ctx, since); err != nil && ctx.Err() == nil {
 			n.log.Warn("member reconcile", "err", err)
 		}
 		select {
@@ -146,7 +171,12 @@ func (n *Node) reconcileMembers(ctx context.Context) {
 	}
 }
 
-func (n *Node) reconcileOnce(ctx context.Context) error {
+// unknownGrace is how long a new leader waits for a member of the Raft
+// configuration or the node table to show up in its mesh before taking it
+// for dead: a fresh memberlist never learns of nodes that died before it.
+const unknownGrace = 30 * time.Second
+
+func (n *Node) reconcileOnce(ctx context.Context, leaderSince time.Time) error {
 	servers, err := n.raft.Servers()
 	if err != nil {
 		return err
@@ -165,6 +195,18 @@ func (n *Node) reconcileOnce(ctx context.Context) error {
 		states[m.NodeID] = m.State
 		if meta, err := mesh.DecodeMeta(m.Meta); err == nil {
 			incarnations[m.NodeID] = meta.Inc
+		}
+	}
+	if time.Since(leaderSince) > unknownGrace {
+		for _, s := range servers {
+			if _, ok := states[s.ID]; !ok {
+				states[s.ID] = mesh.StateDead
+			}
+		}
+		for _, node := range n.fsm.Nodes() {
+			if _, ok := states[node.ID]; !ok {
+				states[node.ID] = mesh.StateDead
+			}
 		}
 	}
 	live := n.liveMembers()
@@ -194,8 +236,8 @@ func (n *Node) reconcileOnce(ctx context.Context) error {
 		}
 		st := states[s.ID]
 		// A member the mesh does not know yet (a cluster restarting) keeps
-		// its seat; a dead voter gives it up only to a live node able to
-		// vote in its place.
+		// its seat for unknownGrace; a dead voter gives it up only to a
+		// live node able to vote in its place.
 		remove := st == "left" || (st == "dead" && (!s.Voter || eligible > aliveVoters))
 		if !remove {
 			continue

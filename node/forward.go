@@ -82,8 +82,9 @@ func (w *wireError) err() error {
 // leads, else over ApplyProtocol to the leader. It waits a little for a
 // leader to be elected, and retries once when leadership moved meanwhile.
 type forwarder struct {
-	raft leaderView
-	net  caller
+	raft  leaderView
+	net   caller
+	clock scheduler.Clock // the leader's clock re-stamps lease times
 	// wait bounds how long a write waits for a leader (default 5 s).
 	wait time.Duration
 }
@@ -100,7 +101,7 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 	var last error
 	for attempt := 0; ; {
 		if f.raft.IsLeader() {
-			return f.raft.Apply(ctx, c)
+			return f.raft.Apply(ctx, restamp(c, f.clock))
 		}
 		if addr := f.raft.LeaderAddr(); addr != "" && f.net != nil {
 			v, err := f.remote(ctx, addr, c)
@@ -143,8 +144,27 @@ func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Comma
 	return r.Value, nil
 }
 
+// restamp puts the leader's clock on the times that leases and the claim
+// hold are measured by, keeping the durations the proposer asked for: a
+// runner whose clock is off cannot stretch or shorten a lease.
+func restamp(c scheduler.Command, clock scheduler.Clock) scheduler.Command {
+	if clock == nil {
+		return c
+	}
+	now := clock.Now()
+	switch c := c.(type) {
+	case *scheduler.RenewLease:
+		c.ExpiresAt, c.At = now.Add(c.ExpiresAt.Sub(c.At)), now
+	case *scheduler.AssignJob:
+		c.ExpiresAt, c.At = now.Add(c.ExpiresAt.Sub(c.At)), now
+	case *scheduler.SubmitJob:
+		c.At = now
+	}
+	return c
+}
+
 // serveApply is the leader's side of ApplyProtocol.
-func serveApply(r leaderView) func(ctx context.Context, from string, req []byte) ([]byte, error) {
+func serveApply(r leaderView, clock scheduler.Clock) func(ctx context.Context, from string, req []byte) ([]byte, error) {
 	return func(ctx context.Context, _ string, req []byte) ([]byte, error) {
 		var reply applyReply
 		c, err := scheduler.Decode(req)
@@ -154,7 +174,7 @@ func serveApply(r leaderView) func(ctx context.Context, from string, req []byte)
 		case !r.IsLeader():
 			reply.Error = &wireError{Kind: "not_leader", Message: "this node is not the leader"}
 		default:
-			v, err := r.Apply(ctx, c)
+			v, err := r.Apply(ctx, restamp(c, clock))
 			if err != nil {
 				reply.Error = toWire(err)
 			} else if reply.Value, err = json.Marshal(v); err != nil {

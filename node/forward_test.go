@@ -31,7 +31,7 @@ func (f follower) Apply(context.Context, scheduler.Command) (any, error) {
 func TestForwardCarriesValuesAndErrors(t *testing.T) {
 	t.Parallel()
 	r := schedulertest.NewRaft(t)
-	fw := &forwarder{raft: follower{addr: "leader"}, net: loopback{h: serveApply(r)}}
+	fw := &forwarder{raft: follower{addr: "leader"}, net: loopback{h: serveApply(r, scheduler.SystemClock{})}}
 	ctx := context.Background()
 	key := scheduler.APIKey{Hash: "h1", Tenant: "acme", Tier: "paid"}
 	v, err := fw.Apply(ctx, &scheduler.CreateKey{At: time.Now(), Key: key})
@@ -60,8 +60,24 @@ func TestForwardWithoutLeader(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoLeader", err)
 	}
 	// A peer that answers "not the leader" twice gives up with that error.
-	fw = &forwarder{raft: follower{addr: "stale"}, net: loopback{h: serveApply(follower{})}, wait: 200 * time.Millisecond}
+	fw = &forwarder{raft: follower{addr: "stale"}, net: loopback{h: serveApply(follower{}, nil)}, wait: 200 * time.Millisecond}
 	if _, err := fw.Apply(context.Background(), &scheduler.CreateKey{}); !errors.Is(err, scheduler.ErrNotLeader) {
 		t.Fatalf("got %v, want ErrNotLeader", err)
 	}
 }
+
+// The leader's clock decides lease times: a runner whose clock is an hour
+// behind still gets a lease of the length it asked for, from now.
+func TestRestampUsesTheLeadersClock(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	skewed := now.Add(-time.Hour)
+	c := restamp(&scheduler.RenewLease{At: skewed, ExpiresAt: skewed.Add(9 * time.Second)}, fixedClock{now}).(*scheduler.RenewLease)
+	if !c.At.Equal(now) || !c.ExpiresAt.Equal(now.Add(9*time.Second)) {
+		t.Fatalf("restamped renewal: at %v expires %v", c.At, c.ExpiresAt)
+	}
+}
+
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time { return c.t }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -24,16 +23,14 @@ func serveLog(local logOpener) func(ctx context.Context, from string, req []byte
 	}
 }
 
-// OpenLog implements web.LogSource for the whole mesh: the log on this node
-// if there is one, else the log on the node the job ran on.
+// OpenLog implements web.LogSource for the whole mesh: the log of the job's
+// latest run, from the node it ran on.
 func (n *Node) OpenLog(jobID string) (io.ReadCloser, error) {
-	rc, err := n.worker.OpenLog(jobID)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return rc, err
-	}
+	// The log of the job's latest run is on the node it ran on; an earlier
+	// attempt here left an older log behind.
 	j, ok := n.fsm.Job(jobID)
 	if !ok || j.Node == "" || j.Node == n.id {
-		return nil, err
+		return n.worker.OpenLog(jobID)
 	}
 	peer := ""
 	for _, m := range n.liveMembers() {
@@ -42,10 +39,15 @@ func (n *Node) OpenLog(jobID string) (io.ReadCloser, error) {
 		}
 	}
 	if peer == "" {
+		if rc, err := n.worker.OpenLog(jobID); err == nil {
+			return rc, nil // an earlier attempt's log is better than none
+		}
 		return nil, fmt.Errorf("node: log of %s is on node %s, which is not reachable: %w", jobID, j.Node, fs.ErrNotExist)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	rc, err = n.mesh.OpenStream(ctx, peer, LogProtocol, []byte(jobID))
+	ctx, cancel := context.WithCancel(context.Background())
+	firstByte := time.AfterFunc(30*time.Second, cancel)
+	rc, err := n.mesh.OpenStream(ctx, peer, LogProtocol, []byte(jobID))
+	firstByte.Stop()
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("node: log of %s from %s: %v: %w", jobID, j.Node, err, fs.ErrNotExist)

@@ -120,8 +120,8 @@ func New(cfg Config) (*Node, error) {
 			_ = n.raft.Shutdown()
 		}
 	}()
-	n.fwd = &forwarder{raft: n.raft, net: n.mesh}
-	n.mesh.Handle(ApplyProtocol, serveApply(n.raft))
+	n.fwd = &forwarder{raft: n.raft, net: n.mesh, clock: cfg.Clock}
+	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, cfg.Clock))
 	exec, err := n.executor()
 	if err != nil {
 		return nil, err
@@ -208,6 +208,10 @@ func (n *Node) meta() []byte {
 	m := mesh.NodeMeta{V: 1, Region: n.cfg.Region, Voter: n.cfg.Voter != "never", Slots: n.cfg.Slots, Inc: n.incarnation}
 	if n.mesh != nil { // nil while mesh.New reads the first metadata
 		m.PeerID, m.P2P = n.mesh.PeerID(), n.mesh.P2PAddrs()
+	}
+	if n.raft != nil {
+		has, _ := n.raft.HasState()
+		m.Raft = has || n.raft.Leader() != ""
 	}
 	if a, ok := n.httpAddr.Load().(string); ok {
 		m.HTTP = a
@@ -533,8 +537,14 @@ func (n *Node) leadership(ctx context.Context) {
 			if _, err := n.raft.Apply(lctx, n.registration()); err != nil {
 				n.log.Warn("register on leadership", "err", err)
 			}
+			// With a claim window, ticks as often as it lasts, so that a job
+			// nobody claimed is assigned as soon as its hold ends.
+			tick := time.Second
+			if w := n.claimWindow(); w > 0 {
+				tick = w
+			}
 			l, err := scheduler.NewLeader(scheduler.LeaderConfig{LeaseTTL: time.Duration(n.cfg.LeaseTTL), ClaimWindow: n.claimWindow(),
-				Clock: n.cfg.Clock, Logger: n.log}, n.fsm, n.raft)
+				Tick: tick, Clock: n.cfg.Clock, Logger: n.log}, n.fsm, n.raft)
 			if err != nil {
 				n.log.Error("leader loop", "err", err)
 				return
@@ -609,6 +619,7 @@ func (n *Node) register(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := n.Apply(ctx, n.registration()); err == nil {
+			_ = n.mesh.UpdateMeta() // now part of a group: say so
 			break
 		}
 		select {

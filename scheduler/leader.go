@@ -128,8 +128,10 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 			c = &CompleteJob{At: now, JobID: j.ID, Token: j.Lease.Token, State: StateTimedOut,
 				Error: &JobError{Code: "timed_out", Message: fmt.Sprintf("ran past its timeout of %s", time.Duration(j.Timeout))}}
 			msg = "job timed out"
-		case known && n.State == NodeLeft:
-			// A node leaving cleanly hands its jobs back: not a lost run.
+		case known && n.State == NodeLeft && now.After(j.Lease.ExpiresAt):
+			// A node leaving cleanly hands its jobs back itself once their
+			// processes are gone; a lease it could not hand back is taken
+			// when it runs out, never while the runner may still be at work.
 			c = &RequeueJob{At: now, JobID: j.ID, Token: j.Lease.Token, Voluntary: true, Reason: fmt.Sprintf("node %s left the mesh; requeued", j.Lease.Node)}
 			msg = "job requeued: node left"
 		case (!known || n.State != NodeReady) && now.After(j.Lease.ExpiresAt):

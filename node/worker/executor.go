@@ -93,9 +93,14 @@ func (p *Process) Run(ctx context.Context, t Task) error {
 		kill *time.Timer
 	)
 	cmd.Cancel = func() error {
+		pid := cmd.Process.Pid
+		// A run that lost its lease may already be replaced elsewhere: it
+		// dies at once, without the grace period.
+		if errors.Is(context.Cause(ctx), errLeaseLost) {
+			return syscall.Kill(-pid, syscall.SIGKILL)
+		}
 		// Ask the whole group to stop; kill it if it is still there after
 		// the grace period.
-		pid := cmd.Process.Pid
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		mu.Lock()
 		kill = time.AfterFunc(grace, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })

@@ -394,14 +394,19 @@ func (w *Worker) stopped(j scheduler.Job, log *slog.Logger, cause error) {
 func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 	t := time.NewTicker(w.cfg.LeaseTTL / 3)
 	defer t.Stop()
-	// The lease was granted (or last extended) at lastOK at the latest. A
-	// runner that cannot renew for two thirds of the TTL stops its job: by
-	// the time the leader could hand the job to another node, this run is
-	// over, so one job never runs twice at once.
+	// The lease runs until lastOK + TTL at the leader (lastOK is when it was
+	// granted or last extended). A runner that has not renewed it for two
+	// thirds of the TTL stops its job, killing it outright, on a timer of its
+	// own: the run is over a third of a TTL before the leader could hand the
+	// job to another node, so one job never runs twice at once (given clocks
+	// within a third of a TTL of each other).
 	lastOK := w.cfg.Clock.Now()
 	if j.StartedAt != nil && j.StartedAt.Before(lastOK) {
 		lastOK = *j.StartedAt
 	}
+	fenceAfter := func() time.Duration { return max(lastOK.Add(2*w.cfg.LeaseTTL/3).Sub(w.cfg.Clock.Now()), 0) }
+	fence := time.NewTimer(fenceAfter())
+	defer fence.Stop()
 	stop := func() {
 		w.mu.Lock()
 		if r, ok := w.running[j.ID]; ok && r.token == j.Lease.Token {
@@ -413,15 +418,21 @@ func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-fence.C:
+			w.cfg.Logger.Warn("worker: cannot renew the lease; stopping the job so that it never runs twice", "job_id", j.ID)
+			stop()
+			return
 		case <-t.C:
 		}
 		now := w.cfg.Clock.Now()
-		actx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL/3)
+		// A renewal never outlasts the fence.
+		actx, cancel := context.WithTimeout(ctx, min(w.cfg.LeaseTTL/3, fenceAfter()))
 		_, err := w.w.Apply(actx, &scheduler.RenewLease{At: now, JobID: j.ID, Token: j.Lease.Token, ExpiresAt: now.Add(w.cfg.LeaseTTL)})
 		cancel()
 		switch {
 		case err == nil:
 			lastOK = now
+			fence.Reset(fenceAfter())
 		case errors.Is(err, scheduler.ErrStaleToken) || errors.Is(err, scheduler.ErrNotFound):
 			stop()
 			return
@@ -429,11 +440,6 @@ func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 			return
 		default:
 			w.cfg.Logger.Warn("worker: renew lease", "job_id", j.ID, "err", err)
-			if w.cfg.Clock.Now().Sub(lastOK) >= 2*w.cfg.LeaseTTL/3 {
-				w.cfg.Logger.Warn("worker: cannot renew the lease; stopping the job so that it never runs twice", "job_id", j.ID)
-				stop()
-				return
-			}
 		}
 	}
 }
