@@ -267,6 +267,25 @@ func (n *Node) reconcileOnce(ctx context.Context, leaderSince time.Time) error {
 			n.log.Info("raft non-voter added", "member", m.NodeID)
 		}
 	}
+	// Too many voters (one left, say): the voter set shrinks to an odd
+	// size again, by the highest node IDs, never this node — and only while
+	// every voter is alive, so that a demotion never costs the quorum.
+	if voters > want && want > 0 && aliveVoters >= voters {
+		var vs []string
+		for _, sv := range servers {
+			if sv.Voter && sv.ID != n.id && states[sv.ID] == "alive" {
+				vs = append(vs, sv.ID)
+			}
+		}
+		slices.Sort(vs)
+		for i := len(vs) - 1; i >= 0 && voters > want; i-- {
+			if err := n.raft.DemoteVoter(ctx, vs[i]); err != nil {
+				return fmt.Errorf("demote %s: %w", vs[i], err)
+			}
+			voters--
+			n.log.Info("raft voter demoted", "member", vs[i])
+		}
+	}
 	// The node table follows the mesh: failed nodes are marked down (the
 	// leader loop then requeues their jobs), nodes that left are marked left,
 	// and nodes alive again are marked ready.

@@ -264,3 +264,8 @@ func (r *Raft) RemoveServer(ctx context.Context, id string) error {
 func (r *Raft) TransferLeadership() error {
 	return r.raft.LeadershipTransfer().Error()
 }
+
+// DemoteVoter keeps a member replicating without a vote (leader only).
+func (r *Raft) DemoteVoter(ctx context.Context, id string) error {
+	return r.raft.DemoteVoter(raft.ServerID(id), 0, r.timeout(ctx)).Error()
+}
