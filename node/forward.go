@@ -78,6 +78,22 @@ func (w *wireError) err() error {
 	return &remoteError{msg: w.Message}
 }
 
+// errUnreachable is a forwarded write whose leader did not answer; it is a
+// scheduler.ErrNoLeader to callers.
+var errUnreachable = fmt.Errorf("leader unreachable: %w", scheduler.ErrNoLeader)
+
+// repeatable says whether c may be sent again after an attempt whose fate is
+// unknown: applying it twice gives what applying it once gives.
+func repeatable(c scheduler.Command) bool {
+	switch c := c.(type) {
+	case *scheduler.RenewLease, *scheduler.RegisterNode, *scheduler.SetNodeState:
+		return true
+	case *scheduler.SubmitJob:
+		return c.IdempotencyKey != ""
+	}
+	return false
+}
+
 // forwarder commits commands through the leader: locally when this node
 // leads, else over ApplyProtocol to the leader. It waits a little for a
 // leader to be elected, and retries once when leadership moved meanwhile.
@@ -105,11 +121,17 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 		}
 		if addr := f.raft.LeaderAddr(); addr != "" && f.net != nil {
 			v, err := f.remote(ctx, addr, c)
-			if !errors.Is(err, scheduler.ErrNotLeader) || attempt > 0 {
+			switch {
+			case errors.Is(err, errUnreachable) && repeatable(c):
+				// The leader fell silent (a failover): a command that may
+				// safely be sent twice waits for the next leader.
+				last = err
+			case !errors.Is(err, scheduler.ErrNotLeader) || attempt > 0:
 				return v, err
+			default:
+				attempt++
+				last = err
 			}
-			attempt++
-			last = err
 		}
 		select {
 		case <-ctx.Done():
@@ -132,7 +154,7 @@ func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Comma
 	resp, err := f.net.Call(ctx, leader, ApplyProtocol, b)
 	if err != nil {
 		// The leader is unreachable: to the client that is "no leader now".
-		return nil, fmt.Errorf("node: forward %s to the leader: %v: %w", c.Type(), err, scheduler.ErrNoLeader)
+		return nil, fmt.Errorf("node: forward %s to the leader: %v: %w", c.Type(), err, errUnreachable)
 	}
 	var r applyReply
 	if err := json.Unmarshal(resp, &r); err != nil {

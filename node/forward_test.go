@@ -81,3 +81,28 @@ func TestRestampUsesTheLeadersClock(t *testing.T) {
 type fixedClock struct{ t time.Time }
 
 func (c fixedClock) Now() time.Time { return c.t }
+
+// failing is a network on which every call fails, as to a dead leader.
+type failing struct{ calls int }
+
+func (f *failing) Call(context.Context, string, string, []byte) ([]byte, error) {
+	f.calls++
+	return nil, errors.New("connection refused")
+}
+
+// A renewal waits through a failover (the leader silent) until the wait
+// runs out; a submit without an idempotency key is not sent twice.
+func TestForwardRetriesOnlyRepeatableCommands(t *testing.T) {
+	t.Parallel()
+	net := &failing{}
+	fw := &forwarder{raft: follower{addr: "dead"}, net: net, wait: 200 * time.Millisecond}
+	_, err := fw.Apply(context.Background(), &scheduler.RenewLease{JobID: "j", Token: 1})
+	if !errors.Is(err, scheduler.ErrNoLeader) || net.calls < 2 {
+		t.Fatalf("renewal: %v after %d calls, want ErrNoLeader after retries", err, net.calls)
+	}
+	net.calls = 0
+	_, err = fw.Apply(context.Background(), &scheduler.SubmitJob{Job: scheduler.Job{ID: "j"}})
+	if !errors.Is(err, scheduler.ErrNoLeader) || net.calls != 1 {
+		t.Fatalf("submit: %v after %d calls, want ErrNoLeader after one call", err, net.calls)
+	}
+}
