@@ -27,6 +27,7 @@ import (
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/gpu"
 	"github.com/pwmesh/pwmesh/gpu/gpufake"
+	"github.com/pwmesh/pwmesh/gpu/nvml"
 	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/node/workload"
@@ -287,8 +288,12 @@ func openGPUs(spec, seed string, log *slog.Logger) (gpu.Inventory, error) {
 		}
 		return inv, nil
 	}
-	log.Info("gpus: no NVML support in this build; advertising none (use --gpus fake:SPEC to simulate)")
-	return gpu.None{}, nil
+	inv, err := nvml.Open()
+	if err != nil {
+		log.Info("gpus: none found; advertising none (use --gpus fake:SPEC to simulate)", "err", err)
+		return gpu.None{}, nil
+	}
+	return inv, nil
 }
 
 // ID is this node's ID.
