@@ -40,31 +40,18 @@ func (n *Node) liveMembers() []member {
 	return out
 }
 
-// learnPeers teaches libp2p the addresses of every member, so that Raft and
-// forwarded writes can dial them by peer ID. It runs for the node's life.
-func (n *Node) learnPeers(ctx context.Context) {
-	learn := func(m mesh.Member) {
-		meta, err := mesh.DecodeMeta(m.Meta)
-		if err != nil || meta.PeerID == "" || meta.PeerID == n.mesh.PeerID() {
-			return
-		}
-		if err := n.mesh.AddPeer(meta.PeerID, meta.P2P); err != nil {
-			n.log.Debug("mesh: add peer", "node_id", m.NodeID, "err", err)
-		}
-	}
-	for _, m := range n.mesh.Members() {
-		learn(m)
-	}
+// watchMembers wakes the leader's member reconciler on every membership
+// change. (The mesh itself teaches libp2p each member's addresses and logs
+// the change.) It runs for the node's life.
+func (n *Node) watchMembers(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-n.mesh.Events():
+		case _, ok := <-n.mesh.Events():
 			if !ok {
 				return
 			}
-			learn(ev.Member)
-			n.log.Info("mesh member "+ev.Type, "member", ev.Member.NodeID)
 			select {
 			case n.memberChanged <- struct{}{}:
 			default:

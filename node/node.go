@@ -404,7 +404,7 @@ func (n *Node) Run(ctx context.Context) error {
 			fail <- err
 		}
 	})
-	meshDone.Go(func() { n.learnPeers(meshCtx) })
+	meshDone.Go(func() { n.watchMembers(meshCtx) })
 
 	leaderCtx, stopLeader := context.WithCancel(context.Background())
 	var leaderDone sync.WaitGroup
