@@ -13,19 +13,26 @@ type CommandType uint8
 
 // Command types.
 const (
-	CmdCreateKey       CommandType = 1
-	CmdRegisterDataset CommandType = 2
-	CmdDeleteDataset   CommandType = 3
-	CmdSubmitJob       CommandType = 4
-	CmdAssignJob       CommandType = 5
-	CmdRenewLease      CommandType = 6
-	CmdCompleteJob     CommandType = 7
-	CmdCancelJob       CommandType = 8
-	CmdRequeueJob      CommandType = 9
-	CmdRegisterNode    CommandType = 10
-	CmdSetNodeState    CommandType = 11
-	CmdPutOperator     CommandType = 12
-	CmdAssignBatch     CommandType = 13
+	CmdCreateKey        CommandType = 1
+	CmdRegisterDataset  CommandType = 2
+	CmdDeleteDataset    CommandType = 3
+	CmdSubmitJob        CommandType = 4
+	CmdAssignJob        CommandType = 5
+	CmdRenewLease       CommandType = 6
+	CmdCompleteJob      CommandType = 7
+	CmdCancelJob        CommandType = 8
+	CmdRequeueJob       CommandType = 9
+	CmdRegisterNode     CommandType = 10
+	CmdSetNodeState     CommandType = 11
+	CmdPutOperator      CommandType = 12
+	CmdAssignBatch      CommandType = 13
+	CmdBlobStored       CommandType = 14
+	CmdBlobDropped      CommandType = 15
+	CmdBlobMirrored     CommandType = 16
+	CmdExpireBundles    CommandType = 17
+	CmdForgetBlobs      CommandType = 18
+	CmdPutTenantKeys    CommandType = 19
+	CmdSetClusterConfig CommandType = 20
 )
 
 func (t CommandType) String() string {
@@ -56,6 +63,20 @@ func (t CommandType) String() string {
 		return "put_operator"
 	case CmdAssignBatch:
 		return "assign_batch"
+	case CmdBlobStored:
+		return "blob_stored"
+	case CmdBlobDropped:
+		return "blob_dropped"
+	case CmdBlobMirrored:
+		return "blob_mirrored"
+	case CmdExpireBundles:
+		return "expire_bundles"
+	case CmdForgetBlobs:
+		return "forget_blobs"
+	case CmdPutTenantKeys:
+		return "put_tenant_keys"
+	case CmdSetClusterConfig:
+		return "set_cluster_config"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -70,6 +91,9 @@ var (
 	ErrNotLeader    = errors.New("not the leader")
 	ErrNoLeader     = errors.New("no leader")
 	ErrPayloadBytes = errors.New("malformed command payload")
+	// ErrNotDurable: content is not yet stored where the durability rule
+	// wants it (see Blob); the proposer stores more copies and retries.
+	ErrNotDurable = errors.New("not durable")
 )
 
 // Command is one typed write. The proposer stamps every time and ID into it
@@ -257,6 +281,20 @@ func Decode(b []byte) (Command, error) {
 		c = &PutOperator{}
 	case CmdAssignBatch:
 		c = &AssignBatch{}
+	case CmdBlobStored:
+		c = &BlobStored{}
+	case CmdBlobDropped:
+		c = &BlobDropped{}
+	case CmdBlobMirrored:
+		c = &BlobMirrored{}
+	case CmdExpireBundles:
+		c = &ExpireBundles{}
+	case CmdForgetBlobs:
+		c = &ForgetBlobs{}
+	case CmdPutTenantKeys:
+		c = &PutTenantKeys{}
+	case CmdSetClusterConfig:
+		c = &SetClusterConfig{}
 	default:
 		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
 	}

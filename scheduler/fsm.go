@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -79,7 +80,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 // jobs or the nodes that placement reads.
 func affectsPlacement(t CommandType) bool {
 	switch t {
-	case CmdRenewLease, CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdPutOperator:
+	case CmdRenewLease, CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdPutOperator,
+		CmdBlobStored, CmdBlobDropped, CmdBlobMirrored, CmdExpireBundles, CmdForgetBlobs,
+		CmdPutTenantKeys, CmdSetClusterConfig:
 		return false
 	}
 	return true
@@ -253,7 +256,7 @@ func (f *FSM) Tenant(name string) (Tenant, bool) {
 	if !ok {
 		return Tenant{}, false
 	}
-	return *t, true
+	return cloneTenant(t), true
 }
 
 // Dataset returns a dataset.
@@ -321,31 +324,27 @@ func (f *FSM) Operator(key string) (BundleRef, bool) {
 func (f *FSM) References() []string {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	set := map[string]bool{}
-	for _, d := range f.s.datasets {
-		set[d.CID] = true
-	}
-	for _, j := range f.s.jobs {
-		if j.RunBundle != nil {
-			set[j.RunBundle.CID] = true
-		}
-	}
-	for _, r := range f.s.operators {
-		set[r.CID] = true
-	}
-	return slices.Sorted(maps.Keys(set))
+	return slices.Sorted(maps.Keys(f.s.references()))
 }
 
 // Snapshot record types: numbered, never reused.
 const (
-	recTenant   byte = 1
-	recKey      byte = 2
-	recDataset  byte = 3
-	recJob      byte = 4
-	recNode     byte = 5
-	recOperator byte = 6
-	recIdem     byte = 7
+	recTenant    byte = 1
+	recKey       byte = 2
+	recDataset   byte = 3
+	recJob       byte = 4
+	recNode      byte = 5
+	recOperator  byte = 6
+	recIdem      byte = 7
+	recBlob      byte = 8
+	recTombstone byte = 9
+	recConfig    byte = 10
 )
+
+type tombstoneRecord struct {
+	CID string    `json:"cid"`
+	At  time.Time `json:"at"`
+}
 
 type idemRecord struct {
 	Key string `json:"key"`
@@ -386,6 +385,13 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, k := range slices.Sorted(maps.Keys(f.s.idem)) {
 		add(recIdem, idemRecord{Key: k, Job: f.s.idem[k]})
 	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.blobs)) {
+		add(recBlob, f.s.blobs[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.tombstones)) {
+		add(recTombstone, tombstoneRecord{CID: k, At: f.s.tombstones[k]})
+	}
+	add(recConfig, f.s.config)
 	return &snapshot{recs: recs}, nil
 }
 
@@ -503,6 +509,22 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 			return err
 		}
 		s.idem[v.Key] = v.Job
+	case recBlob:
+		var v Blob
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.blobs[v.CID] = &v
+	case recTombstone:
+		var v tombstoneRecord
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.tombstones[v.CID] = v.At
+	case recConfig:
+		if err := json.Unmarshal(b, &s.config); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown record type %d", t)
 	}

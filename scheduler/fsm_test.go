@@ -95,6 +95,7 @@ func TestApplyDatasets(t *testing.T) {
 	t.Parallel()
 	runApplyCases(t, []applyCase{
 		{name: "register", prep: func(h *harness) Command {
+			h.stored("cid-d1")
 			c := datasetCmd("d1", "acme")
 			c.Dataset.CreatedAt = time.Time{}
 			return c
@@ -111,6 +112,7 @@ func TestApplyDatasets(t *testing.T) {
 			}
 		}},
 		{name: "register duplicate", prep: func(h *harness) Command {
+			h.stored("cid-d1")
 			h.must(datasetCmd("d1", "acme"))
 			return datasetCmd("d1", "other")
 		}, err: ErrConflict},
@@ -639,6 +641,7 @@ func scenario(h *harness) {
 	h.must(nodeCmd("n2", "i1", 4))
 	h.must(&SetNodeState{At: t0, ID: "n2", State: NodeDown})
 	h.must(&PutOperator{At: t0, Entry: OperatorEntry{Key: "op2", Ref: BundleRef{CID: "o2"}}})
+	h.stored("cid-ds-gone")
 	h.must(datasetCmd("ds-gone", "acme"))
 	h.must(&DeleteDataset{At: t0, Tenant: "acme", ID: "ds-gone"})
 	_, _ = h.apply(keyCmd("hash-acme", "acme", PriorityFree)) // refused entries are part of the log too

@@ -114,6 +114,28 @@ func datasetCmd(id, tenant string) *RegisterDataset {
 	return &RegisterDataset{At: t0, Dataset: Dataset{ID: id, Tenant: tenant, Name: id + ".npz", CID: "cid-" + id, SHA256: "sha-" + id, Size: 1024, CreatedAt: t0}}
 }
 
+// storeNode holds the fixture's content: a ready node with nothing to run.
+const storeNode = "store"
+
+// storedCmds make cid durable: a store node's copy and the mirror's.
+func storedCmds(cid string) []Command {
+	return []Command{
+		&RegisterNode{At: t0, Node: Node{ID: storeNode, Region: "eu", Incarnation: "i0"}},
+		&BlobStored{At: t0, CID: cid, Size: 1024, Kind: BlobDataset, Node: storeNode},
+		&BlobMirrored{At: t0, CID: cid},
+	}
+}
+
+// stored applies storedCmds(cid), tolerating a store node already there.
+func (h *harness) stored(cid string) {
+	h.tb.Helper()
+	for _, c := range storedCmds(cid) {
+		if _, err := h.apply(c); err != nil && !errors.Is(err, ErrConflict) {
+			h.tb.Fatalf("store %s: %v", cid, err)
+		}
+	}
+}
+
 func nodeCmd(id, inc string, slots int, gpus ...GPU) *RegisterNode {
 	return &RegisterNode{At: t0, Node: Node{ID: id, Region: "eu", Incarnation: inc, Slots: slots, GPUs: gpus, Executors: []string{"builtin", "docker"}}}
 }
@@ -138,6 +160,10 @@ func (h *harness) base() {
 	h.must(keyCmd("hash-acme", "acme", PriorityPaid))
 	h.must(keyCmd("hash-other", "other", PriorityFree))
 	h.must(nodeCmd("n1", "i1", 2, a100s(2)...))
+	// Content the fixtures' datasets and completions name.
+	for _, c := range []string{"cid-ds1", "cid-ds-other", "b", "bcid", "cid-gen"} {
+		h.stored(c)
+	}
 	h.must(datasetCmd("ds1", "acme"))
 	h.must(datasetCmd("ds-other", "other"))
 }

@@ -58,6 +58,9 @@ func newLeaderFixture(t *testing.T) *leaderFixture {
 	}
 	x := &leaderFixture{t: t, r: r, f: r.FSM(), clk: clk, l: l}
 	x.apply(keyCmd("hash-acme", "acme", PriorityPaid))
+	for _, c := range storedCmds("cid-ds1") {
+		x.apply(c)
+	}
 	x.apply(datasetCmd("ds1", "acme"))
 	return x
 }
@@ -285,7 +288,7 @@ func TestRunAssignsSubmittedJob(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	for _, c := range []Command{keyCmd("hash-acme", "acme", PriorityPaid), datasetCmd("ds1", "acme"),
+	for _, c := range []Command{keyCmd("hash-acme", "acme", PriorityPaid), storedCmds("cid-ds1")[0], storedCmds("cid-ds1")[1], storedCmds("cid-ds1")[2], datasetCmd("ds1", "acme"),
 		nodeCmd("n1", "i1", 1), submitCmd("j1", "acme", PriorityPaid, "ds1", 0)} {
 		if _, err := r.Apply(t.Context(), c); err != nil {
 			t.Fatal(err)

@@ -46,6 +46,9 @@ func TestRaftRestartKeepsState(t *testing.T) {
 	r1, shutdown := openTestRaft(t, dir)
 	for _, c := range []Command{
 		keyCmd("hash-acme", "acme", PriorityPaid),
+		storedCmds("cid-ds1")[0],
+		storedCmds("cid-ds1")[1],
+		storedCmds("cid-ds1")[2],
 		datasetCmd("ds1", "acme"),
 		nodeCmd("n1", "i1", 1),
 		submitCmd("j1", "acme", PriorityPaid, "ds1", 0),

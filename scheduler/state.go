@@ -24,17 +24,23 @@ type state struct {
 	nodes     map[string]*Node
 	operators map[string]BundleRef
 	idem      map[string]string // tenant + "\x00" + key -> job id
+	// blobs indexes stored objects by CID; tombstones holds forgotten ones.
+	blobs      map[string]*Blob
+	tombstones map[string]time.Time
+	config     ClusterConfig
 }
 
 func newState() *state {
 	return &state{
-		tenants:   map[string]*Tenant{},
-		keys:      map[string]*APIKey{},
-		datasets:  map[string]*Dataset{},
-		jobs:      map[string]*Job{},
-		nodes:     map[string]*Node{},
-		operators: map[string]BundleRef{},
-		idem:      map[string]string{},
+		tenants:    map[string]*Tenant{},
+		keys:       map[string]*APIKey{},
+		datasets:   map[string]*Dataset{},
+		jobs:       map[string]*Job{},
+		nodes:      map[string]*Node{},
+		operators:  map[string]BundleRef{},
+		idem:       map[string]string{},
+		blobs:      map[string]*Blob{},
+		tombstones: map[string]time.Time{},
 	}
 }
 
@@ -85,6 +91,20 @@ func (s *state) apply(idx uint64, c Command) (any, error) {
 	case *PutOperator:
 		s.operators[c.Entry.Key] = c.Entry.Ref
 		return nil, nil
+	case *BlobStored:
+		return s.blobStored(c)
+	case *BlobDropped:
+		return s.blobDropped(c)
+	case *BlobMirrored:
+		return s.blobMirrored(c)
+	case *ExpireBundles:
+		return s.expireBundles(c)
+	case *ForgetBlobs:
+		return s.forgetBlobs(c)
+	case *PutTenantKeys:
+		return s.putTenantKeys(c)
+	case *SetClusterConfig:
+		return s.setClusterConfig(c)
 	}
 	return nil, fmt.Errorf("scheduler: apply %T: %w", c, ErrUnknownCmd)
 }
@@ -117,6 +137,9 @@ func (s *state) registerDataset(d Dataset) (any, error) {
 	}
 	if _, ok := s.datasets[d.ID]; ok {
 		return nil, fmt.Errorf("register dataset %s: %w: exists", d.ID, ErrConflict)
+	}
+	if err := s.durable(d.Stored()); err != nil {
+		return nil, fmt.Errorf("register dataset %s: %w", d.ID, err)
 	}
 	s.datasets[d.ID] = &d
 	return d, nil
@@ -313,7 +336,15 @@ func (s *state) completeJob(c *CompleteJob) (any, error) {
 			d.CreatedAt = c.At
 		}
 		d.Job = j.ID
+		if err := s.durable(d.Stored()); err != nil {
+			return nil, fmt.Errorf("complete %s: output dataset: %w", c.JobID, err)
+		}
 		out = &d
+	}
+	if st == StateSucceeded && c.RunBundle != nil {
+		if err := s.durable(c.RunBundle.CID); err != nil {
+			return nil, fmt.Errorf("complete %s: runbundle: %w", c.JobID, err)
+		}
 	}
 	at := c.At
 	j.State = st

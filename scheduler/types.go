@@ -138,6 +138,8 @@ type Job struct {
 	// CancelRequested is set when a running job is asked to stop; the
 	// runner's completion turns it into cancelled.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// BundleExpired is set when retention removed the RunBundle.
+	BundleExpired bool `json:"runbundle_expired,omitempty"`
 }
 
 // Dataset is a tenant's stored measurement data.
@@ -151,6 +153,28 @@ type Dataset struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Job is the generate_dataset job that produced it, if any.
 	Job string `json:"job,omitempty"`
+	// StoredCID and StoredSize name what the store holds when that differs
+	// from the plaintext (a sealed dataset); KeyVersion is the tenant data
+	// key that sealed it.
+	StoredCID  string `json:"stored_cid,omitempty"`
+	StoredSize int64  `json:"stored_size,omitempty"`
+	KeyVersion uint32 `json:"key_version,omitempty"`
+}
+
+// Stored is the CID of the dataset's stored form.
+func (d Dataset) Stored() string {
+	if d.StoredCID != "" {
+		return d.StoredCID
+	}
+	return d.CID
+}
+
+// StoredBytes is the size of the dataset's stored form.
+func (d Dataset) StoredBytes() int64 {
+	if d.StoredCID != "" {
+		return d.StoredSize
+	}
+	return d.Size
 }
 
 // Tenant owns keys, datasets and jobs.
@@ -158,6 +182,12 @@ type Tenant struct {
 	Name      string    `json:"name"`
 	Tier      string    `json:"tier"`
 	CreatedAt time.Time `json:"created_at"`
+	// Keys are the tenant's data keys, wrapped, oldest version first; the
+	// newest seals new content.
+	Keys []SealedKey `json:"keys,omitempty"`
+	// KeysGen counts changes of Keys: a change names the generation it
+	// read, so two nodes cannot both add a version 1.
+	KeysGen uint64 `json:"keys_gen,omitempty"`
 }
 
 // APIKey is a stored key: only the SHA-256 of the secret is kept.
