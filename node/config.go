@@ -33,7 +33,14 @@ type Config struct {
 	Executor        string   `json:"executor"` // "" (auto) | process | docker
 	ObjectStore     string   `json:"object_store"`
 	ClusterKeyFile  string   `json:"cluster_key"`
-	BootstrapToken  string   `json:"bootstrap_token"`
+	// MasterKeyFile holds the master keys that wrap tenants' data keys
+	// ("ID HEX" lines, the first active); without it they derive from
+	// the cluster key.
+	MasterKeyFile string `json:"master_key_file"`
+	// Replicas is the cluster's replication factor, set when the cluster
+	// is first bootstrapped (default 2).
+	Replicas       int    `json:"replicas"`
+	BootstrapToken string `json:"bootstrap_token"`
 	// Slots is how many CPU jobs run at once here (default: number of CPUs).
 	Slots int `json:"slots"`
 	// LeaseTTL is the job lease length (default 9 s).
@@ -127,6 +134,7 @@ const (
 	EnvObjectStore    = "PWMESH_OBJECT_STORE"
 	EnvClusterKey     = "PWMESH_CLUSTER_KEY"
 	EnvBootstrapToken = "PWMESH_BOOTSTRAP_TOKEN"
+	EnvMasterKeyFile  = "PWMESH_MASTER_KEY_FILE"
 )
 
 // LoadEnv merges the PWMESH_* environment into c.
@@ -144,6 +152,7 @@ func (c *Config) LoadEnv(getenv func(string) string) {
 	set(&c.ObjectStore, EnvObjectStore)
 	set(&c.ClusterKeyFile, EnvClusterKey)
 	set(&c.BootstrapToken, EnvBootstrapToken)
+	set(&c.MasterKeyFile, EnvMasterKeyFile)
 	if v := getenv(EnvJoin); v != "" {
 		c.Join = splitList(v)
 	}
@@ -214,6 +223,12 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "s3" && u.Scheme != "gs" && u.Scheme != "file") {
 			bad("--object-store %q: want s3://bucket?..., gs://bucket or file:///path", c.ObjectStore)
 		}
+	}
+	if !c.Dev && c.ClusterKeyFile == "" && c.MasterKeyFile == "" {
+		bad("datasets are sealed with a master key that every node must share: give --cluster-key FILE (the master key derives from it) or --master-key-file FILE (\"ID HEX\" lines; pwmesh keygen --master ID writes one), or use --dev for a lone node")
+	}
+	if c.Replicas < 0 || c.Replicas > 16 {
+		bad("--replicas %d: want 1 to 16", c.Replicas)
 	}
 	if c.Slots < 0 {
 		bad("--slots %d: must not be negative", c.Slots)

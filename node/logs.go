@@ -54,3 +54,15 @@ func (n *Node) OpenLog(jobID string) (io.ReadCloser, error) {
 	}
 	return &cancelOnClose{ReadCloser: rc, cancel: cancel}, nil
 }
+
+// cancelOnClose ends a stream's context when its reader is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}

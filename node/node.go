@@ -23,12 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pwmesh/pwmesh/cas"
-	"github.com/pwmesh/pwmesh/cas/fetch"
-	"github.com/pwmesh/pwmesh/cas/fsstore"
+	"github.com/pwmesh/pwmesh/cas/mirror"
 	"github.com/pwmesh/pwmesh/gpu"
 	"github.com/pwmesh/pwmesh/gpu/gpufake"
 	"github.com/pwmesh/pwmesh/gpu/nvml"
 	"github.com/pwmesh/pwmesh/mesh"
+	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -45,9 +45,12 @@ type Node struct {
 	id          string
 	incarnation string
 	tokenFile   string
+	clusterKey  []byte
 
 	registry *prometheus.Registry
 	store    cas.Store
+	storage  *storage.Storage
+	mirror   *mirror.Store
 	mesh     *mesh.Mesh
 	fsm      *scheduler.FSM
 	raft     *scheduler.Raft
@@ -97,16 +100,9 @@ func New(cfg Config) (*Node, error) {
 	if n.gpus, err = openGPUs(cfg.GPUs, n.id, n.log); err != nil {
 		return nil, err
 	}
-	local, err := fsstore.New(filepath.Join(cfg.DataDir, "cas"))
-	if err != nil {
-		return nil, fmt.Errorf("node: store: %w", err)
-	}
 	if err := n.openMesh(); err != nil {
 		return nil, err
 	}
-	// Content this node lacks is fetched from its peers on first use.
-	n.store = fetch.New(local, n, n.log)
-	n.mesh.HandleStream(BlobProtocol, serveBlob(local))
 	ok := false
 	defer func() {
 		if !ok {
@@ -121,6 +117,9 @@ func New(cfg Config) (*Node, error) {
 			_ = n.raft.Shutdown()
 		}
 	}()
+	if err := n.openStorage(n.clusterKey); err != nil {
+		return nil, err
+	}
 	n.fwd = &forwarder{raft: n.raft, net: n.mesh, clock: cfg.Clock}
 	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, cfg.Clock))
 	exec, err := n.executor()
@@ -139,6 +138,7 @@ func New(cfg Config) (*Node, error) {
 		Clock:       cfg.Clock,
 		Logger:      n.log,
 		NewID:       newID,
+		Storage:     n.storage,
 	}, n.fsm, n, n.store, exec)
 	if err != nil {
 		return nil, err
@@ -153,6 +153,7 @@ func New(cfg Config) (*Node, error) {
 		State:          n.fsm,
 		Writer:         n,
 		Store:          n.store,
+		Datasets:       n.storage,
 		Cluster:        n,
 		Logs:           n,
 		ValidateParams: validateParams,
@@ -179,6 +180,7 @@ func (n *Node) openMesh() error {
 			return fmt.Errorf("--cluster-key %s: %w", n.cfg.ClusterKeyFile, err)
 		}
 	}
+	n.clusterKey = key
 	timings := mesh.Timings{}
 	if n.cfg.FastTimings {
 		timings = mesh.Fast()
@@ -419,6 +421,7 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 
 	runCtx, stopRun := context.WithCancel(ctx)
+	bg.Go(func() { n.storage.Run(runCtx) })
 	bg.Go(func() { n.join(runCtx) })
 	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
 	bg.Go(func() { n.register(runCtx) })
@@ -471,6 +474,9 @@ func (n *Node) Run(ctx context.Context) error {
 		runErr = err
 	}
 	if err := n.mesh.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if err := n.mirror.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
 	n.log.Info("node stopped")
@@ -537,6 +543,7 @@ func (n *Node) leadership(ctx context.Context) {
 				}
 			}
 			n.bootstrapAdmin(lctx)
+			n.configureCluster(lctx)
 			// This node's own record (its new incarnation) goes in before the
 			// scheduler runs, so that nothing is placed on its previous life.
 			if _, err := n.raft.Apply(lctx, n.registration()); err != nil {
@@ -557,6 +564,7 @@ func (n *Node) leadership(ctx context.Context) {
 			var loops sync.WaitGroup
 			loops.Go(func() { n.reconcileMembers(lctx) })
 			loops.Go(func() { n.announceJobs(lctx) })
+			loops.Go(func() { n.storage.Lead(lctx) })
 			_ = l.Run(lctx)
 			loops.Wait()
 		})
@@ -578,6 +586,19 @@ func (n *Node) leadership(ctx context.Context) {
 				n.log.Info("leadership lost")
 			}
 		}
+	}
+}
+
+// configureCluster writes --replicas into the cluster settings when the log
+// holds none yet.
+func (n *Node) configureCluster(ctx context.Context) {
+	if n.cfg.Replicas == 0 || n.fsm.Config().Replicas != 0 {
+		return // set once, by the first leader that has the flag
+	}
+	c := n.fsm.Config()
+	c.Replicas = n.cfg.Replicas
+	if _, err := n.raft.Apply(ctx, &scheduler.SetClusterConfig{At: n.cfg.Clock.Now(), Config: c}); err != nil {
+		n.log.Warn("cluster config", "err", err)
 	}
 }
 

@@ -2,14 +2,17 @@ package web
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"syscall"
 	"unicode"
 
+	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -56,19 +59,11 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request, c *caller
 	} else if err != nil {
 		return nil, s.uploadError(err, limit)
 	}
-	ref, err := s.deps.Store.Put(r.Context(), body)
+	d, err := s.deps.Datasets.PutDataset(r.Context(), c.tenant(), body)
 	if err != nil {
 		return nil, s.uploadError(err, limit)
 	}
-	d := scheduler.Dataset{
-		ID:        s.deps.NewID("ds_"),
-		Tenant:    c.tenant(),
-		Name:      name,
-		CID:       ref.CID.String(),
-		SHA256:    ref.SHA256,
-		Size:      ref.Size,
-		CreatedAt: s.now(),
-	}
+	d.ID, d.Tenant, d.Name, d.CreatedAt = s.deps.NewID("ds_"), c.tenant(), name, s.now()
 	if _, err := s.deps.Writer.Apply(r.Context(), &scheduler.RegisterDataset{At: d.CreatedAt, Dataset: d}); err != nil {
 		return nil, err
 	}
@@ -83,6 +78,10 @@ func (s *Server) uploadError(err error, limit int64) error {
 	if errors.As(err, &tooLarge) {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
 			Message: fmt.Sprintf("dataset exceeds %d bytes", limit), Err: err}
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return &Error{Status: http.StatusInsufficientStorage, Code: "insufficient_storage",
+			Message: "this node's disk is full; nothing was stored: free space or upload through another node", Err: err}
 	}
 	return fmt.Errorf("web: store dataset: %w", err)
 }
@@ -125,8 +124,83 @@ func (s *Server) downloadDataset(_ http.ResponseWriter, r *http.Request, c *call
 	if err != nil {
 		return nil, err
 	}
-	return s.serveBlob(r, d.CID, "application/octet-stream", d.Name, d.CreatedAt, "dataset_not_stored",
-		fmt.Sprintf("dataset %s is not stored on this node", d.ID))
+	open := func(ctx context.Context) (io.ReadCloser, error) { return s.deps.Datasets.OpenDataset(ctx, d) }
+	rc, err := open(r.Context())
+	if errors.Is(err, cas.ErrNotFound) {
+		return nil, &Error{Status: http.StatusNotFound, Code: "dataset_not_stored",
+			Message: fmt.Sprintf("no reachable node or mirror holds dataset %s", d.ID), Err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("web: open dataset %s: %w", d.ID, err)
+	}
+	body := &streamSeeker{ctx: r.Context(), open: open, rc: rc, size: d.Size}
+	return rawBody(func(w http.ResponseWriter, r *http.Request) {
+		defer body.Close()
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("ETag", `"`+d.CID+`"`)
+		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": d.Name}))
+		http.ServeContent(w, r, "", d.CreatedAt, body)
+	}), nil
+}
+
+// streamSeeker lets http.ServeContent answer Range requests over content
+// that can only be read from the start (a sealed dataset is decrypted as
+// it streams): it knows its size, and a seek reopens the stream and skips
+// to the offset on the next read.
+type streamSeeker struct {
+	ctx  context.Context
+	open func(context.Context) (io.ReadCloser, error)
+	rc   io.ReadCloser
+	pos  int64 // where the next Read reads
+	at   int64 // where rc is
+	size int64
+}
+
+func (s *streamSeeker) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += s.pos
+	case io.SeekEnd:
+		off += s.size
+	}
+	if off < 0 {
+		return 0, errors.New("web: seek before start")
+	}
+	s.pos = off
+	return off, nil
+}
+
+func (s *streamSeeker) Read(p []byte) (int, error) {
+	if s.pos != s.at {
+		if s.rc == nil || s.pos < s.at {
+			if s.rc != nil {
+				s.rc.Close()
+			}
+			rc, err := s.open(s.ctx)
+			if err != nil {
+				return 0, err
+			}
+			s.rc, s.at = rc, 0
+		}
+		n, err := io.CopyN(io.Discard, s.rc, s.pos-s.at)
+		s.at += n
+		if err != nil {
+			return 0, err
+		}
+	}
+	n, err := s.rc.Read(p)
+	s.pos += int64(n)
+	s.at += int64(n)
+	return n, err
+}
+
+func (s *streamSeeker) Close() error {
+	if s.rc == nil {
+		return nil
+	}
+	return s.rc.Close()
 }
 
 // deleteDataset handles DELETE /datasets/{id}. The blob stays in the store

@@ -481,6 +481,10 @@ func (s *Server) runBundle(_ http.ResponseWriter, r *http.Request, c *caller) (a
 	if err != nil {
 		return nil, err
 	}
+	if j.BundleExpired {
+		return nil, apiError(http.StatusGone, "expired", "the RunBundle of job %s was removed after %d days, the free tier's retention; paid tiers keep theirs",
+			j.ID, int(scheduler.BundleRetention/(24*time.Hour)))
+	}
 	if j.State != scheduler.StateSucceeded || j.RunBundle == nil || j.RunBundle.CID == "" {
 		return nil, apiError(http.StatusConflict, "not_ready", "job %s is %s; its RunBundle exists once it has succeeded", j.ID, j.State)
 	}

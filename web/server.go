@@ -75,6 +75,16 @@ type Health struct {
 // Cluster reports the node's view of the cluster.
 type Cluster interface{ Health() Health }
 
+// Datasets seals, stores and opens tenants' datasets (node/storage).
+type Datasets interface {
+	// PutDataset stores r for tenant once it is durable and returns the
+	// dataset's content fields (CID, SHA256 and Size of the plaintext and
+	// its stored form); the caller sets ID, Name and CreatedAt.
+	PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error)
+	// OpenDataset returns a dataset's plaintext.
+	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
+}
+
 // LogSource opens a job's log.
 type LogSource interface {
 	// OpenLog returns the job's log so far, or an error wrapping
@@ -88,7 +98,9 @@ type Deps struct {
 	State   State
 	Writer  Writer
 	Store   cas.Store
-	Cluster Cluster
+	// Datasets seals and stores uploads and opens them again.
+	Datasets Datasets
+	Cluster  Cluster
 	// Logs serves GET /jobs/{id}/logs; nil answers every job's log as empty.
 	Logs LogSource
 	// ValidateParams checks a job's params for its type; nil accepts any
@@ -114,8 +126,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	switch {
 	case cfg.Registry == nil:
 		return nil, errors.New("web: Config.Registry is required")
-	case deps.State == nil, deps.Writer == nil, deps.Store == nil, deps.Cluster == nil:
-		return nil, errors.New("web: Deps.State, Writer, Store and Cluster are required")
+	case deps.State == nil, deps.Writer == nil, deps.Store == nil, deps.Datasets == nil, deps.Cluster == nil:
+		return nil, errors.New("web: Deps.State, Writer, Store, Datasets and Cluster are required")
 	case cfg.MaxJSONBytes < 0, cfg.MaxUploadBytes < 0:
 		return nil, errors.New("web: negative body limit")
 	}

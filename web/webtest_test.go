@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -76,7 +77,7 @@ func newEnv(t testing.TB, opts ...option) *env {
 		reg:     prometheus.NewRegistry(),
 	}
 	cfg := web.Config{NodeID: "n1", Clock: e.clock, Registry: e.reg}
-	deps := web.Deps{State: fsm, Writer: r, Store: store, Cluster: e.cluster, Logs: e.logs}
+	deps := web.Deps{State: fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: e.cluster, Logs: e.logs}
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}
@@ -232,14 +233,50 @@ func (e *env) submit(key string, req any, hdr ...string) scheduler.Job {
 // returns its fencing token.
 func (e *env) runJob(id string, at time.Time, gpus []int) uint64 {
 	e.t.Helper()
+	e.node()
+	v := e.apply(&scheduler.AssignJob{At: at, JobID: id, Node: "n1", Incarnation: "inc1", GPUs: gpus, ExpiresAt: at.Add(time.Hour)})
+	return v.(scheduler.Job).Lease.Token
+}
+
+// node registers the one node, n1, that runs jobs and holds content.
+func (e *env) node() {
 	e.nodeOnce.Do(func() {
 		e.apply(&scheduler.RegisterNode{At: testNow, Node: scheduler.Node{
 			ID: "n1", Region: "local", State: scheduler.NodeReady, Voter: true, Slots: 4, Incarnation: "inc1",
 			GPUs: []scheduler.GPU{{Index: 0, UUID: "GPU-0", Model: "A100", MemoryMB: 81920}, {Index: 1, UUID: "GPU-1", Model: "A100", MemoryMB: 81920}},
 		}})
 	})
-	v := e.apply(&scheduler.AssignJob{At: at, JobID: id, Node: "n1", Incarnation: "inc1", GPUs: gpus, ExpiresAt: at.Add(time.Hour)})
-	return v.(scheduler.Job).Lease.Token
+}
+
+// held records n1's copy of ref, which makes it durable on a one-node mesh.
+func (e *env) held(ref cas.Ref, kind string) {
+	e.t.Helper()
+	e.node()
+	if _, err := e.raft.Apply(context.Background(), &scheduler.BlobStored{At: testNow, CID: ref.CID.String(), Size: ref.Size, Kind: kind, Node: "n1"}); err != nil &&
+		!errors.Is(err, scheduler.ErrConflict) {
+		e.t.Fatal(err)
+	}
+}
+
+// plainDatasets stores datasets as they come (node/storage, which seals
+// them, is tested with real nodes) and records n1's copy.
+type plainDatasets struct{ e *env }
+
+func (p plainDatasets) PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error) {
+	ref, err := p.e.store.Put(ctx, r)
+	if err != nil {
+		return scheduler.Dataset{}, err
+	}
+	p.e.held(ref, scheduler.BlobDataset)
+	return scheduler.Dataset{Tenant: tenant, CID: ref.CID.String(), SHA256: ref.SHA256, Size: ref.Size}, nil
+}
+
+func (p plainDatasets) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
+	c, err := cas.ParseCID(d.CID)
+	if err != nil {
+		return nil, err
+	}
+	return p.e.store.Open(ctx, c)
 }
 
 // finishJob runs a queued job to success with bundle stored as its RunBundle.
@@ -250,6 +287,7 @@ func (e *env) finishJob(id string, start, end time.Time, gpus []int, bundle []by
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.held(ref, scheduler.BlobBundle)
 	e.apply(&scheduler.CompleteJob{At: end, JobID: id, Token: tok, State: scheduler.StateSucceeded,
 		Metrics:   map[string]any{"psnr_db": 30.5},
 		RunBundle: &scheduler.BundleRef{CID: ref.CID.String(), SHA256: ref.SHA256, Size: ref.Size}})

@@ -60,6 +60,10 @@ then PWMESH_* environment variables, then flags.`,
 			setIf("object-store", &cfg.ObjectStore, f.ObjectStore)
 			setIf("cluster-key", &cfg.ClusterKeyFile, f.ClusterKeyFile)
 			setIf("bootstrap-token", &cfg.BootstrapToken, f.BootstrapToken)
+			setIf("master-key-file", &cfg.MasterKeyFile, f.MasterKeyFile)
+			if changed("replicas") {
+				cfg.Replicas = f.Replicas
+			}
 			if changed("gossip-port") {
 				cfg.GossipPort = f.GossipPort
 			}
@@ -101,6 +105,8 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.ObjectStore, "object-store", "", "s3://bucket?endpoint=...&region=..., gs://bucket or file:///path ($PWMESH_OBJECT_STORE)")
 	fl.StringVar(&f.ClusterKeyFile, "cluster-key", "", "file with the shared cluster secret ($PWMESH_CLUSTER_KEY)")
 	fl.StringVar(&f.BootstrapToken, "bootstrap-token", "", "admin API key on first bootstrap; generated into <data-dir>/bootstrap-token when empty ($PWMESH_BOOTSTRAP_TOKEN)")
+	fl.StringVar(&f.MasterKeyFile, "master-key-file", "", "file of master keys (\"ID HEX\" lines, the first active) that wrap tenants' data keys; default: derived from --cluster-key ($PWMESH_MASTER_KEY_FILE)")
+	fl.IntVar(&f.Replicas, "replicas", 0, "copies of every bundle and dataset on distinct nodes, set when the cluster is first bootstrapped (default 2)")
 	fl.StringVar(&configFile, "config", "", "JSON file with the same settings (keys as in the flags, with _ for -)")
 	fl.IntVar(&f.Slots, "slots", 0, "CPU jobs run at once on this node (default: number of CPUs)")
 	fl.DurationVar(&leaseTTL, "lease-ttl", time.Duration(f.LeaseTTL), "job lease length; a runner silent this long loses its job")

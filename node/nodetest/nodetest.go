@@ -9,11 +9,14 @@ package nodetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -50,15 +53,27 @@ type Spec struct {
 	GPUs   string // e.g. "fake:1xA100-80GB"; "" = none
 	Region string
 	Slots  int // CPU job slots (default 2)
+	// ObjectStore is the node's --object-store ("" = the node-local
+	// default).
+	ObjectStore string
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
 }
 
 // Cluster is a set of in-process nodes.
 type Cluster struct {
-	t      testing.TB
-	mu     sync.Mutex
-	Nodes  []*Node
-	expect int
-	logs   io.Writer
+	t       testing.TB
+	keyFile string // the master keys every node shares
+	mu      sync.Mutex
+	Nodes   []*Node
+	expect  int
+	logs    io.Writer
 }
 
 // Node is one member of a test cluster.
@@ -88,7 +103,10 @@ func Voters(n int) []Spec {
 // first one's gossip address. The cluster stops at test cleanup.
 func Start(t testing.TB, specs ...Spec) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, logs: io.Discard}
+	c := &Cluster{t: t, logs: io.Discard, keyFile: filepath.Join(t.TempDir(), "master.keys")}
+	if err := os.WriteFile(c.keyFile, []byte("nodetest "+randomHex(32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if os.Getenv("PWMESH_TEST_LOGS") != "" {
 		c.logs = os.Stderr
 	}
@@ -145,6 +163,8 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 		cfg.RaftHeartbeat, cfg.RaftElection, cfg.RaftLeaderLease = 600*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond
 	}
 	cfg.BootstrapToken = AdminToken
+	cfg.MasterKeyFile = c.keyFile
+	cfg.ObjectStore = s.ObjectStore
 	if join != "" {
 		cfg.Join = []string{join}
 	}

@@ -36,6 +36,21 @@ type Writer interface {
 	Apply(ctx context.Context, c scheduler.Command) (any, error)
 }
 
+// Storage keeps content durable and seals datasets (node/storage).
+type Storage interface {
+	// Keep records this node's copy of ref and has it copied until the
+	// replicated state counts it durable.
+	Keep(ctx context.Context, ref cas.Ref, kind string) error
+	// PutDataset seals, stores and keeps a tenant's dataset.
+	PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error)
+	// OpenDataset returns a dataset's plaintext.
+	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
+}
+
+// keepTimeout bounds the wait for a result's copies: past it the job fails
+// rather than succeed with a result one disk failure could lose.
+const keepTimeout = 10 * time.Minute
+
 // OperatorKeyFunc names the compiled operator a job will use, or "" when it
 // uses none; dataset is the job's input dataset (nil for none).
 type OperatorKeyFunc func(jobType string, params json.RawMessage, dataset []byte) (string, error)
@@ -66,6 +81,7 @@ type Config struct {
 	Clock           scheduler.Clock
 	Logger          *slog.Logger
 	NewID           func(prefix string) string // required
+	Storage         Storage                    // required
 }
 
 // Reasons a run is stopped; they decide what is reported.
@@ -100,8 +116,8 @@ type Worker struct {
 
 // New validates cfg and returns a worker ready to Run.
 func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Worker, error) {
-	if cfg.NodeID == "" || cfg.Incarnation == "" || cfg.Dir == "" || cfg.LogDir == "" || cfg.NewID == nil {
-		return nil, errors.New("worker: NodeID, Incarnation, Dir, LogDir and NewID are required")
+	if cfg.NodeID == "" || cfg.Incarnation == "" || cfg.Dir == "" || cfg.LogDir == "" || cfg.NewID == nil || cfg.Storage == nil {
+		return nil, errors.New("worker: NodeID, Incarnation, Dir, LogDir, NewID and Storage are required")
 	}
 	if state == nil || w == nil || store == nil || exec == nil {
 		return nil, errors.New("worker: state, writer, store and executor are required")
@@ -467,7 +483,8 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 		if !ok {
 			return "", &scheduler.JobError{Code: "dataset_missing", Message: fmt.Sprintf("dataset %s no longer exists", j.Dataset)}
 		}
-		if err := w.fetchPatiently(ctx, d.CID, dsPath); err != nil {
+		open := func(ctx context.Context) (io.ReadCloser, error) { return w.cfg.Storage.OpenDataset(ctx, d) }
+		if err := w.fetchPatiently(ctx, d.Stored(), open, dsPath); err != nil {
 			return "", &scheduler.JobError{Code: "dataset_unavailable", Message: fmt.Sprintf("dataset %s: %v", j.Dataset, err)}
 		}
 	}
@@ -488,7 +505,7 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 	}
 	if ref, ok := w.state.Operator(key); ok {
 		// A missing or unreadable cached operator is only a cache miss.
-		_ = w.copyBlob(ctx, ref.CID, filepath.Join(root, InputDir, OperatorBin))
+		_ = copyTo(ctx, w.openBlob(ref.CID), filepath.Join(root, InputDir, OperatorBin))
 	}
 	return key, nil
 }
@@ -496,12 +513,12 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 // fetchPatiently copies a blob, retrying with backoff for up to
 // FetchPatience: the only node holding it may be restarting or cut off for
 // a moment. The lease is renewed meanwhile.
-func (w *Worker) fetchPatiently(ctx context.Context, cid, dst string) error {
+func (w *Worker) fetchPatiently(ctx context.Context, cid string, open func(context.Context) (io.ReadCloser, error), dst string) error {
 	deadline := time.NewTimer(w.cfg.FetchPatience)
 	defer deadline.Stop()
 	wait := 250 * time.Millisecond
 	for {
-		err := w.copyBlob(ctx, cid, dst)
+		err := copyTo(ctx, open, dst)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -520,13 +537,20 @@ func (w *Worker) fetchPatiently(ctx context.Context, cid, dst string) error {
 	}
 }
 
-// copyBlob streams stored content into a new read-only file.
-func (w *Worker) copyBlob(ctx context.Context, s, dst string) error {
-	c, err := cas.ParseCID(s)
-	if err != nil {
-		return err
+// openBlob opens stored content by CID.
+func (w *Worker) openBlob(s string) func(context.Context) (io.ReadCloser, error) {
+	return func(ctx context.Context) (io.ReadCloser, error) {
+		c, err := cas.ParseCID(s)
+		if err != nil {
+			return nil, err
+		}
+		return w.store.Open(ctx, c)
 	}
-	src, err := w.store.Open(ctx, c)
+}
+
+// copyTo streams what open yields into a new read-only file.
+func copyTo(ctx context.Context, open func(context.Context) (io.ReadCloser, error), dst string) error {
+	src, err := open(ctx)
 	if err != nil {
 		return err
 	}
@@ -616,16 +640,21 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 	case err != nil:
 		return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the RunBundle: " + err.Error()}
 	}
+	kctx, cancel := context.WithTimeout(ctx, keepTimeout)
+	defer cancel()
+	if err := w.cfg.Storage.Keep(kctx, ref, scheduler.BlobBundle); err != nil {
+		return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the RunBundle on enough nodes: " + err.Error()}
+	}
 	res := &result{metrics: wr.m.Metrics, bundle: ref}
 	exp := filepath.Join(root, ExportDir)
 	if f, err := openRegular(filepath.Join(exp, DatasetFile)); err == nil {
-		dref, err := w.store.Put(ctx, f)
+		d, err := w.cfg.Storage.PutDataset(kctx, j.Tenant, f)
 		f.Close()
 		if err != nil {
 			return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the dataset: " + err.Error()}
 		}
-		res.dataset = &scheduler.Dataset{ID: w.cfg.NewID("ds_"), Tenant: j.Tenant, Name: datasetName(readSmall(filepath.Join(exp, DatasetNameFile)), j.ID),
-			CID: dref.CID.String(), SHA256: dref.SHA256, Size: dref.Size, CreatedAt: finished.UTC(), Job: j.ID}
+		d.ID, d.Name, d.CreatedAt, d.Job = w.cfg.NewID("ds_"), datasetName(readSmall(filepath.Join(exp, DatasetNameFile)), j.ID), finished.UTC(), j.ID
+		res.dataset = &d
 	}
 	// Only the built-in workload feeds the shared operator cache, and only
 	// under the key the worker computed itself: a job cannot plant an
@@ -634,7 +663,9 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 		if f, err := openRegular(filepath.Join(exp, OperatorBin)); err == nil {
 			oref, err := w.store.Put(ctx, f)
 			f.Close()
-			if err == nil {
+			// A cache entry nobody else can fetch is no use: it goes in
+			// only once it is kept like any other content.
+			if err == nil && w.cfg.Storage.Keep(kctx, oref, scheduler.BlobOperator) == nil {
 				res.operator = &scheduler.OperatorEntry{Key: opKey, Ref: toBundleRef(oref)}
 			}
 		}
@@ -712,6 +743,12 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *re
 		case errors.Is(err, scheduler.ErrStaleToken), errors.Is(err, scheduler.ErrNotFound):
 			w.cfg.Logger.Warn("job result refused: lease no longer held", "job_id", j.ID, "err", err)
 			return
+		case errors.Is(err, scheduler.ErrNotDurable) && res != nil:
+			// A holder was lost between the copies and the completion.
+			w.cfg.Logger.Warn("job result not yet durable; copying again", "job_id", j.ID, "err", err)
+			kctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL)
+			_ = w.cfg.Storage.Keep(kctx, res.bundle, scheduler.BlobBundle)
+			cancel()
 		}
 		select {
 		case <-deadline.C:

@@ -17,6 +17,8 @@ import (
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/bundle"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
+	"github.com/pwmesh/pwmesh/cas/seal"
+	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/scheduler/schedulertest"
@@ -39,16 +41,42 @@ func TestMain(m *testing.M) {
 }
 
 type fixture struct {
-	t      testing.TB
-	raft   *scheduler.Raft
-	fsm    *scheduler.FSM
-	store  cas.Store
-	worker *Worker
-	cancel context.CancelFunc
-	done   chan struct{}
-	ids    int
-	mu     sync.Mutex
-	writer *cutWriter
+	t       testing.TB
+	raft    *scheduler.Raft
+	fsm     *scheduler.FSM
+	store   cas.Store
+	worker  *Worker
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ids     int
+	mu      sync.Mutex
+	writer  *cutWriter
+	storage *storage.Storage
+}
+
+// newStorage is node n1's real storage, alone in its mesh.
+func newStorage(t testing.TB, fsm *scheduler.FSM, w storage.Writer, store cas.Store) *storage.Storage {
+	t.Helper()
+	keys, err := seal.NewKeyring(seal.DeriveMasterKey("test", []byte("worker test secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.New(storage.Config{NodeID: "n1", Local: store, Keys: keys}, fsm, w, alone{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// alone is the peers of a node that has none.
+type alone struct{}
+
+func (alone) Live() []string { return nil }
+func (alone) OpenStream(context.Context, string, string, []byte) (io.ReadCloser, error) {
+	return nil, cas.ErrNotFound
+}
+func (alone) Call(context.Context, string, string, []byte) ([]byte, error) {
+	return nil, cas.ErrNotFound
 }
 
 // cutWriter is the worker's path to the leader, which a test can cut.
@@ -79,11 +107,13 @@ func newFixtureWith(t testing.TB, exec Executor, slots int) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, raft: r, fsm: r.FSM(), store: store, done: make(chan struct{}), writer: &cutWriter{Raft: r}}
+	st := newStorage(t, f.fsm, f.writer, store)
+	f.storage = st
 	ttl := 2 * time.Second
 	w, err := New(Config{
 		NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), LeaseTTL: ttl, Tick: 50 * time.Millisecond,
-		OperatorKey: workload.JobOperatorKey, Version: "test", NewID: f.newID,
-	}, f.fsm, f.writer, store, exec)
+		OperatorKey: workload.JobOperatorKey, Version: "test", NewID: f.newID, Storage: st,
+	}, f.fsm, f.writer, st.Store(), exec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,8 +377,8 @@ func TestExpiredLeaseIsNotStarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), NewID: func(p string) string { return p + "x" }},
-		r.FSM(), r, store, noop{})
+	w, err := New(Config{NodeID: "n1", Incarnation: "inc1", Dir: t.TempDir(), LogDir: t.TempDir(), NewID: func(p string) string { return p + "x" },
+		Storage: newStorage(t, r.FSM(), r, store)}, r.FSM(), r, store, noop{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,118 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// retentionInterval is how often the leader applies retention and forgets
+// garbage.
+const retentionInterval = time.Minute
+
+// retentionLoop expires free-tier RunBundles past BundleRetention and
+// forgets objects nothing refers to (after Grace), deleting the mirror's
+// copies; every node then deletes its own (collectLoop).
+func (s *Storage) retentionLoop(ctx context.Context) {
+	for {
+		s.RetainOnce(ctx)
+		t := time.NewTimer(retentionInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RetainOnce runs one retention pass at the clock's now.
+func (s *Storage) RetainOnce(ctx context.Context) {
+	now := s.cfg.Clock.Now()
+	if jobs := s.state.ExpiredBundles(now); len(jobs) > 0 {
+		if _, err := s.w.Apply(ctx, &scheduler.ExpireBundles{At: now, Jobs: jobs}); err != nil && !errors.Is(err, scheduler.ErrConflict) {
+			s.log.Warn("storage: retention: could not expire bundles", "err", err)
+		} else if err == nil {
+			s.log.Info("storage: retention expired free-tier RunBundles", "jobs", len(jobs))
+		}
+	}
+	garbage := s.state.Garbage(now.Add(-s.cfg.Grace))
+	if len(garbage) == 0 {
+		return
+	}
+	res, err := s.w.Apply(ctx, &scheduler.ForgetBlobs{At: now, CIDs: garbage})
+	if err != nil {
+		if !errors.Is(err, scheduler.ErrConflict) {
+			s.log.Warn("storage: could not forget unreferenced content", "err", err)
+		}
+		return
+	}
+	gone, _ := res.([]string)
+	s.log.Info("storage: forgot unreferenced content", "objects", len(gone))
+	if s.cfg.Mirror == nil || !s.cfg.SharedMirror {
+		return
+	}
+	for _, id := range gone {
+		c, err := cid.Decode(id)
+		if err != nil {
+			continue
+		}
+		if err := s.cfg.Mirror.Delete(ctx, c); err != nil && !errors.Is(err, cas.ErrNotFound) {
+			s.log.Warn("storage: could not delete from the mirror", "cid", id, "err", err)
+		}
+	}
+}
+
+// collectLoop deletes local copies of forgotten objects, on every change
+// of the state (at most once a second) and once a minute.
+func (s *Storage) collectLoop(ctx context.Context) {
+	for {
+		changed := s.state.Watch()
+		s.CollectOnce(ctx)
+		t := time.NewTimer(time.Minute)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+			// Deleting is never urgent: batch the changes of a second.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// CollectOnce deletes the local copies of tombstoned objects, and a
+// node-local mirror's copies with them.
+func (s *Storage) CollectOnce(ctx context.Context) {
+	var doomed []cid.Cid
+	err := s.cfg.Local.List(ctx, func(r cas.Ref) error {
+		if s.state.Tombstoned(r.CID.String()) {
+			doomed = append(doomed, r.CID)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("storage: list for collection", "err", err)
+		return
+	}
+	for _, c := range doomed {
+		if err := s.cfg.Local.Delete(ctx, c); err != nil && !errors.Is(err, cas.ErrNotFound) {
+			s.log.Warn("storage: delete forgotten content", "cid", c.String(), "err", err)
+			continue
+		}
+		if s.cfg.Mirror != nil && !s.cfg.SharedMirror {
+			_ = s.cfg.Mirror.Delete(ctx, c)
+		}
+		s.log.Info("storage: deleted forgotten content", "cid", c.String())
+	}
+}
