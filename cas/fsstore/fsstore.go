@@ -81,6 +81,10 @@ func New(dir string, opts ...Option) (*Store, error) {
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Path is where c's object lives (or would live) on disk: for tools and
+// tests that inspect or damage it.
+func (s *Store) Path(c cid.Cid) string { return s.path(c) }
+
 func (s *Store) path(c cid.Cid) string {
 	str := c.String()
 	return filepath.Join(s.dir, blocksDir, str[len(str)-2:], str)

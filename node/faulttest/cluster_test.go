@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pwmesh/pwmesh/mesh"
 )
 
 // The agents' settings inside the containers.
@@ -107,6 +109,9 @@ func newCluster(t *testing.T, ctx context.Context) *cluster {
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), df, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "cluster.key"), mesh.GenerateClusterKey(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		// Best effort: an image still used by a container is removed with -f.
 		_, _ = dockerCmd(context.Background(), "rmi", "-f", c.image)
@@ -181,7 +186,7 @@ func (c *cluster) start(ctx context.Context) {
 			"--gossip-port", fmt.Sprint(gossipPort), "--p2p-port", fmt.Sprint(p2pPort),
 			"--bootstrap-expect", "3", "--join", strings.Join(join, ","),
 			"--voter", voter, "--gpus", gpus, "--executor", "process",
-			"--bootstrap-token", adminToken, "--lease-ttl", leaseTTL.String()}
+			"--bootstrap-token", adminToken, "--lease-ttl", leaseTTL.String(), "--cluster-key", "/cluster.key"}
 		if _, err := dockerCmd(ctx, args...); err != nil {
 			t.Fatal(err)
 		}
