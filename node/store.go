@@ -17,6 +17,7 @@ import (
 	"github.com/pwmesh/pwmesh/cas/seal"
 	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/storage"
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // openStorage opens the node's disk store, its mirror and its master
@@ -137,3 +138,9 @@ func (p peers) Call(ctx context.Context, node, proto string, req []byte) ([]byte
 	}
 	return resp, err
 }
+
+// Blob is the index entry of a stored object, as this node's replica has it.
+func (n *Node) Blob(cid string) (scheduler.Blob, bool) { return n.fsm.Blob(cid) }
+
+// Dataset is a dataset's record, as this node's replica has it.
+func (n *Node) Dataset(id string) (scheduler.Dataset, bool) { return n.fsm.Dataset(id) }

@@ -31,6 +31,18 @@ const (
 	adminToken = "faulttest-admin-token"
 )
 
+// skipWithoutDocker skips a Docker test under -short and where `docker
+// version` fails; what says what the test would have run.
+func skipWithoutDocker(t *testing.T, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("%s; skipped with -short", what)
+	}
+	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		t.Skipf("%s, which needs a Docker engine; `docker version` failed: %v: %s", what, err, bytes.TrimSpace(out))
+	}
+}
+
 // dockerCmd runs the docker CLI and returns its trimmed combined output.
 func dockerCmd(ctx context.Context, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
@@ -259,8 +271,15 @@ func (c *cluster) health(ctx context.Context, n *node) (health, int, error) {
 	return h, st, nil
 }
 
-// do sends one request to n; a non-nil out is decoded from a 2xx answer.
+// do sends one request to n with the short-timeout client and returns the
+// answer's status and body. A body is JSON unless hdr names a Content-Type.
 func (c *cluster) do(ctx context.Context, n *node, method, path, key string, body []byte, hdr http.Header) (int, []byte, error) {
+	return c.doWith(ctx, c.client, n, method, path, key, body, hdr)
+}
+
+// doWith is do with another client (uploads and downloads need a longer
+// timeout).
+func (c *cluster) doWith(ctx context.Context, client *http.Client, n *node, method, path, key string, body []byte, hdr http.Header) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -275,10 +294,10 @@ func (c *cluster) do(ctx context.Context, n *node, method, path, key string, bod
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	if body != nil {
+	if body != nil && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

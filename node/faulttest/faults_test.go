@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -60,12 +59,7 @@ func (h *history) snapshot() ([]submitOp, []observation) {
 // TestMultiHostFaults runs five agents in Docker containers and faults them
 // while jobs stream in; doc.go lists what the checker asserts.
 func TestMultiHostFaults(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-host fault test: builds an image and runs five Docker containers for about a minute; skipped with -short")
-	}
-	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
-		t.Skipf("multi-host fault test needs a Docker engine; `docker version` failed: %v: %s", err, bytes.TrimSpace(out))
-	}
+	skipWithoutDocker(t, "multi-host fault test: builds an image and runs five Docker containers for about a minute")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

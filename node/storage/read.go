@@ -64,7 +64,7 @@ func (s *Storage) verifyLocal(ctx context.Context, c cid.Cid) error {
 	s.mu.Lock()
 	at, ok := s.verified[key]
 	s.mu.Unlock()
-	if ok && now.Sub(at) < s.cfg.VerifyAfter {
+	if ok && s.cfg.VerifyAfter > 0 && now.Sub(at) < s.cfg.VerifyAfter {
 		if has, err := s.cfg.Local.Has(ctx, c); err != nil || has {
 			return err
 		}

@@ -85,8 +85,10 @@ type Config struct {
 	// forgotten, so that an object stored just before its reference is
 	// committed is not collected (default 1 h).
 	Grace time.Duration
-	// VerifyAfter is how long a local object read once is trusted without
-	// re-hashing it again (default 10 min).
+	// VerifyAfter is how long a local object that passed a re-hash is
+	// trusted without another (default 0: every read re-hashes, so a copy
+	// damaged on disk is never served; a node serving large objects often
+	// may trade that for speed).
 	VerifyAfter time.Duration
 	// PeerTimeout bounds the wait for a peer's first byte (default 10 s).
 	PeerTimeout time.Duration
@@ -126,9 +128,6 @@ func New(cfg Config, state State, w Writer, peers Peers) (*Storage, error) {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = time.Hour
-	}
-	if cfg.VerifyAfter <= 0 {
-		cfg.VerifyAfter = 10 * time.Minute
 	}
 	if cfg.PeerTimeout <= 0 {
 		cfg.PeerTimeout = 10 * time.Second
