@@ -52,6 +52,8 @@ type State interface {
 	Dataset(id string) (scheduler.Dataset, bool)
 	Datasets(tenant string) []scheduler.Dataset
 	Nodes() []scheduler.Node
+	// StoredBytes is a tenant's stored content, each object counted once.
+	StoredBytes(tenant string) int64
 	// Watch returns a channel closed at the next change of the state.
 	Watch() <-chan struct{}
 }

@@ -71,14 +71,7 @@ func (s *Server) getUsage(_ http.ResponseWriter, r *http.Request, c *caller) (an
 	jobs, _ := s.deps.State.Jobs(scheduler.JobFilter{Tenant: c.tenant()})
 	u := usageAnswer{Tenant: c.tenant(), Tier: tier, Month: month.Format(monthLayout)}
 	u.GPUMinutes = gpuMinutes(jobs, month, month.AddDate(0, 1, 0), now)
-	for _, d := range s.deps.State.Datasets(c.tenant()) {
-		u.StorageBytes += d.Size
-	}
-	for _, j := range jobs {
-		if j.RunBundle != nil {
-			u.StorageBytes += j.RunBundle.Size
-		}
-	}
+	u.StorageBytes = s.deps.State.StoredBytes(c.tenant())
 	gb := float64(u.StorageBytes) / bytesPerGB
 	u.StorageGB = math.Round(gb*1e9) / 1e9 // to the byte
 	u.Cost.GPU = round6(u.GPUMinutes * priceGPUMinute)
@@ -88,7 +81,7 @@ func (s *Server) getUsage(_ http.ResponseWriter, r *http.Request, c *caller) (an
 	u.Quotas = tierQuotas(tier)
 	u.Notes = []string{
 		"api_calls is not metered yet and reads 0; API calls cost nothing until metering ships",
-		"storage is the tenant's datasets and RunBundles stored now, priced as a whole month",
+		"storage is the tenant's datasets (sealed size) and kept RunBundles stored now, each object once however many copies exist, priced as a whole month",
 		"gpu_minutes counts jobs that started in the month, up to their end or now",
 	}
 	return u, nil
