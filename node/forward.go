@@ -86,7 +86,11 @@ var errUnreachable = fmt.Errorf("leader unreachable: %w", scheduler.ErrNoLeader)
 // unknown: applying it twice gives what applying it once gives.
 func repeatable(c scheduler.Command) bool {
 	switch c := c.(type) {
-	case *scheduler.RenewLease, *scheduler.RegisterNode, *scheduler.SetNodeState:
+	case *scheduler.RenewLease, *scheduler.RegisterNode, *scheduler.SetNodeState,
+		// The blob index's records are idempotent, and a repeated guarded
+		// change is refused as a conflict the proposer expects.
+		*scheduler.BlobStored, *scheduler.BlobDropped, *scheduler.BlobMirrored,
+		*scheduler.ExpireBundles, *scheduler.ForgetBlobs, *scheduler.PutTenantKeys:
 		return true
 	case *scheduler.SubmitJob:
 		return c.IdempotencyKey != ""

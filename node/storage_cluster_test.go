@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/node/nodetest"
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web/client"
 )
 
 // download GETs path from n with the admin key; it returns the body of a
@@ -55,7 +57,14 @@ func upload(t *testing.T, n *nodetest.Node, name string, size int) (scheduler.Da
 		t.Fatal(err)
 	}
 	copy(data, "PLAINTEXT-MARKER")
-	d, err := n.Client.UploadDataset(context.Background(), name, bytes.NewReader(data), int64(len(data)), nil)
+	// Retried through elections (503), as a careful client does.
+	var d scheduler.Dataset
+	var err error
+	nodetest.WaitFor(t, 30*time.Second, "an upload that is not refused for want of a leader", func() bool {
+		d, err = n.Client.UploadDataset(context.Background(), name, bytes.NewReader(data), int64(len(data)), nil)
+		var ae *client.APIError
+		return !(errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
+	})
 	if err != nil {
 		t.Fatalf("upload on %s: %v", n, err)
 	}
@@ -220,7 +229,9 @@ func TestMirrorRestoresWhatNoNodeHolds(t *testing.T) {
 	}
 }
 
-func isNotFound(err error) bool { return err != nil && bytes.Contains([]byte(err.Error()), []byte("not found")) }
+func isNotFound(err error) bool {
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("not found"))
+}
 
 // TestSecondWorkerFetchesTheOperator: a worker that needs an operator
 // another worker compiled takes it from the store instead of rebuilding.

@@ -1,14 +1,18 @@
-// Package faulttest holds the multi-host fault test (TestMultiHostFaults):
-// five pwmesh agents, each in its own Docker container built FROM scratch
-// from the static binary, on a private internal Docker network (3 voters,
-// 2 workers with fake GPUs). While small generate_dataset jobs stream in
-// through random live nodes, the test kills the leader (SIGKILL), cuts a
-// worker off the network and reconnects it, restarts a worker gracefully
-// (SIGTERM), starts the killed nodes again and kills the next leader. It
-// records a history (every submission attempt, polled job states, the
-// container down times) and, once every acknowledged job is terminal, checks
-// the history against the final state read from a node that was never
-// faulted, the RunBundles of the jobs and the agents' JSON logs.
+// Package faulttest holds the multi-host fault tests. Each starts five
+// pwmesh agents, each in its own Docker container built FROM scratch from
+// the static binary, on a private internal Docker network (3 voters, 2
+// workers with fake GPUs), all with the test run's own cluster key.
+//
+// # TestMultiHostFaults: jobs through crashes, cuts and restarts
+//
+// While small generate_dataset jobs stream in through random live nodes,
+// the test kills the leader (SIGKILL), cuts a worker off the network and
+// reconnects it, restarts a worker gracefully (SIGTERM), starts the killed
+// nodes again and kills the next leader. It records a history (every
+// submission attempt, polled job states, the container down times) and,
+// once every acknowledged job is terminal, checks the history against the
+// final state read from a node that was never faulted, the RunBundles of
+// the jobs and the agents' JSON logs.
 //
 // The checker's rules (each violation names its job):
 //
@@ -53,11 +57,44 @@
 //   - R10 the mesh heals: at the end all five nodes answer /health 200 with
 //     one leader and five members.
 //
-// Run only this test with
+// # TestLoseANodeForGood: the replicated store outlives a node
+//
+// The test uploads three datasets of random bytes (about 300 KiB each, with
+// the admin token, through different nodes) and runs four generate_dataset
+// jobs to success, and records the SHA-256 of every object: the uploaded
+// bytes, each job's RunBundle and each job's output dataset (a dataset's
+// sum is of the plaintext; nodes store it sealed). It then removes for good
+// (docker rm -f -v) the node other than the leader whose disk holds most of
+// those objects (with the default placement that is every object), waits,
+// and checks:
+//
+//   - L1 stored twice: before the loss every object is on the disks of two
+//     nodes (the replication factor).
+//   - L2 repaired: within 60 s of the loss every object is again on the
+//     disks of two surviving nodes, before the test reads any content (a
+//     node that serves an object it lacks keeps the copy it fetched, which
+//     would hide a missing repair). The test reads the disks with
+//     `docker cp` of each container's cas/blocks folder, since the blob
+//     index has no public API; it logs which survivors gained a copy.
+//   - L3 readable: every survivor's GET /jobs/{id}/runbundle and GET
+//     /datasets/{id}/download return every object with its recorded
+//     SHA-256 and size (failures are retried for up to 60 s; wrong bytes
+//     are not).
+//   - L4 nothing lost: every survivor's GET /jobs/{id} and /datasets/{id}
+//     answer each record unchanged, and the survivors agree on a leader.
+//
+// It runs by itself (not in parallel with the other Docker test: two
+// clusters at once would starve each other on a small machine).
+//
+// # Running
+//
+// Run one test with
 //
 //	go test -run TestMultiHostFaults -v ./node/faulttest/
+//	go test -run TestLoseANodeForGood -v ./node/faulttest/
 //
-// With PWMESH_FAULTTEST_LOGS=DIR it keeps every agent's full JSON log there.
-// It skips under -short and where `docker version` fails. The checker itself
-// has unit tests on synthetic histories that always run.
+// With PWMESH_FAULTTEST_LOGS=DIR they keep every agent's full JSON log
+// there. They skip under -short and where `docker version` fails, and
+// remove their containers, network and image even when they fail. The
+// checker itself has unit tests on synthetic histories that always run.
 package faulttest

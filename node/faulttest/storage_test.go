@@ -13,8 +13,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -115,7 +117,7 @@ func TestLoseANodeForGood(t *testing.T) {
 	if victim == nil {
 		t.Fatalf("no node but the leader %s holds a copy: %v", leader.name, before)
 	}
-	c.removeForGood(ctx, victim)
+	victimLog := c.removeForGood(ctx, victim)
 	lost := time.Now()
 	survivors := c.liveNodes()
 	held := 0
@@ -158,7 +160,7 @@ func TestLoseANodeForGood(t *testing.T) {
 				gained = append(gained, name)
 			}
 		}
-		t.Logf("%s: on %v before, on %v after; new copies on %v", it.what, short(before[it.storedCID]), short(after[it.storedCID]), short(gained))
+		t.Logf("%s: on %v before, on %v after; new copies on %v", it.what, shortNames(before[it.storedCID]), shortNames(after[it.storedCID]), shortNames(gained))
 	}
 
 	// L3: every survivor serves every object with its recorded sum.
@@ -226,11 +228,27 @@ func TestLoseANodeForGood(t *testing.T) {
 		}
 		t.Logf("after the reads: objects by number of copies %v (a node that serves an object it lacks keeps the copy)", copies)
 	}
-	for _, n := range survivors {
-		if b, err := c.logs(ctx, n); err == nil {
-			t.Logf("%s logged %d repair(s), %d replication(s) to a peer, %d fetched copies", n.name,
-				countMsg(b, "storage: repairing an under-replicated object"), countMsg(b, "storage: replicated"), countMsg(b, "storage: fetched a copy"))
+	keep := func(name string, b []byte) {
+		if dir := os.Getenv("PWMESH_FAULTTEST_LOGS"); dir != "" {
+			if err := os.WriteFile(filepath.Join(dir, name+".log"), b, 0o644); err != nil {
+				t.Errorf("keep logs: %v", err)
+			}
 		}
+	}
+	keep(victim.name, victimLog)
+	for _, n := range survivors {
+		b, err := c.logs(ctx, n)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		keep(n.name, b)
+		var counts []string
+		for _, msg := range []string{"storage: repairing an under-replicated object", "storage: replicated", "storage: fetched a copy"} {
+			pre, post := countMsg(b, msg, lost)
+			counts = append(counts, fmt.Sprintf("%q %d+%d", msg, pre, post))
+		}
+		t.Logf("%s logged (before+after the loss) %s", n.name, strings.Join(counts, ", "))
 	}
 	t.Logf("whole test took %s", time.Since(began).Round(time.Second))
 }
@@ -399,10 +417,10 @@ func pickVictim(nodes []*node, leader *node, items []content, holders map[string
 	return best
 }
 
-// removeForGood removes a container and its disk (docker rm -f -v). Its
-// log is read first and printed if the test fails, as the cluster's
-// cleanup does for the others.
-func (c *cluster) removeForGood(ctx context.Context, n *node) {
+// removeForGood removes a container and its disk (docker rm -f -v) and
+// returns its log, read just before; the log's tail is printed if the test
+// fails, as the cluster's cleanup does for the others.
+func (c *cluster) removeForGood(ctx context.Context, n *node) []byte {
 	b, err := c.logs(ctx, n)
 	if err != nil {
 		c.t.Logf("logs of %s before its removal: %v", n.name, err)
@@ -419,6 +437,7 @@ func (c *cluster) removeForGood(ctx context.Context, n *node) {
 		c.t.Fatalf("fault: %v", err)
 	}
 	c.markDown(n.name, time.Now())
+	return b
 }
 
 // holders maps each CID found on the given nodes' disks to the names of
@@ -466,8 +485,8 @@ func diskCopies(ctx context.Context, n *node) ([]string, error) {
 	}
 }
 
-// short drops the test run's prefix from container names.
-func short(names []string) []string {
+// shortNames drops the test run's prefix from container names.
+func shortNames(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = n[strings.LastIndexByte(n, '-')+1:]
@@ -476,7 +495,19 @@ func short(names []string) []string {
 	return out
 }
 
-// countMsg counts a log's JSON lines with this exact msg.
-func countMsg(logs []byte, msg string) int {
-	return bytes.Count(logs, []byte(`"msg":"`+msg+`"`))
+// countMsg counts a log's JSON lines with this exact msg stamped before
+// and at or after t.
+func countMsg(logs []byte, msg string, t time.Time) (before, after int) {
+	for line := range bytes.Lines(logs) {
+		var l logLine
+		if !bytes.Contains(line, []byte(`"msg":"`+msg+`"`)) || json.Unmarshal(line, &l) != nil || l.Msg != msg {
+			continue
+		}
+		if l.Time.Before(t) {
+			before++
+		} else {
+			after++
+		}
+	}
+	return before, after
 }

@@ -131,7 +131,7 @@ func (s *Storage) currentKey(ctx context.Context, tenant string) (uint32, [32]by
 		if err != nil {
 			return 0, [32]byte{}, err
 		}
-		_, err = s.w.Apply(ctx, &scheduler.PutTenantKeys{At: s.cfg.Clock.Now(), Tenant: tenant, PrevGen: t.KeysGen,
+		_, err = s.applyPatiently(ctx, &scheduler.PutTenantKeys{At: s.cfg.Clock.Now(), Tenant: tenant, PrevGen: t.KeysGen,
 			Keys: []scheduler.SealedKey{fromWrapped(w)}})
 		switch {
 		case err == nil:

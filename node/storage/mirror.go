@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -67,7 +68,9 @@ func (s *Storage) mirrored(c cid.Cid, err error) {
 	if !ok || b.Mirrored {
 		return
 	}
-	_, err = s.w.Apply(context.Background(), &scheduler.BlobMirrored{At: s.cfg.Clock.Now(), CID: c.String()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = s.applyPatiently(ctx, &scheduler.BlobMirrored{At: s.cfg.Clock.Now(), CID: c.String()})
 	if err != nil && !errors.Is(err, scheduler.ErrConflict) && !errors.Is(err, scheduler.ErrNotFound) {
 		s.log.Warn("storage: mirror copy not recorded", "cid", c.String(), "err", err)
 	}

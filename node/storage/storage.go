@@ -201,9 +201,30 @@ func (s *Storage) Keep(ctx context.Context, ref cas.Ref, kind string) error {
 	}
 }
 
+// applyPatiently commits c, waiting through leader elections (c must be
+// safe to apply twice) until ctx ends.
+func (s *Storage) applyPatiently(ctx context.Context, c scheduler.Command) (any, error) {
+	wait := 100 * time.Millisecond
+	for {
+		v, err := s.w.Apply(ctx, c)
+		if err == nil || !(errors.Is(err, scheduler.ErrNoLeader) || errors.Is(err, scheduler.ErrNotLeader)) {
+			return v, err
+		}
+		s.log.Debug("storage: waiting for a leader", "cmd", c.Type().String(), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
 // recordHeld commits that this node holds ref (already recorded is fine).
 func (s *Storage) recordHeld(ctx context.Context, ref cas.Ref, kind string) error {
-	_, err := s.w.Apply(ctx, &scheduler.BlobStored{At: s.cfg.Clock.Now(), CID: ref.CID.String(), Size: ref.Size, Kind: kind, Node: s.cfg.NodeID})
+	_, err := s.applyPatiently(ctx, &scheduler.BlobStored{At: s.cfg.Clock.Now(), CID: ref.CID.String(), Size: ref.Size, Kind: kind, Node: s.cfg.NodeID})
 	if err != nil && !errors.Is(err, scheduler.ErrConflict) {
 		return fmt.Errorf("storage: record %s: %w", ref.CID, err)
 	}

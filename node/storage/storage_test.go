@@ -51,7 +51,9 @@ func (alone) Live() []string { return nil }
 func (alone) OpenStream(context.Context, string, string, []byte) (io.ReadCloser, error) {
 	return nil, cas.ErrNotFound
 }
-func (alone) Call(context.Context, string, string, []byte) ([]byte, error) { return nil, cas.ErrNotFound }
+func (alone) Call(context.Context, string, string, []byte) ([]byte, error) {
+	return nil, cas.ErrNotFound
+}
 
 type fixture struct {
 	t      *testing.T
