@@ -182,9 +182,9 @@ func TestCorruptCopyIsRepairedFromAPeer(t *testing.T) {
 	d, plain := upload(t, n, "fragile.bin", 100_000)
 	sc, _ := cas.ParseCID(d.StoredCID)
 	corruptOnDisk(t, n, sc)
-	if got := download(n, "/datasets/"+d.ID+"/download"); !bytes.Equal(got, plain) {
-		t.Fatalf("download after damage: %d bytes, want the %d uploaded", len(got), len(plain))
-	}
+	nodetest.WaitFor(t, 30*time.Second, "the uploaded bytes despite the damage", func() bool {
+		return bytes.Equal(download(n, "/datasets/"+d.ID+"/download"), plain)
+	})
 	if err := n.LocalStore().Verify(context.Background(), sc); err != nil {
 		t.Fatalf("damaged copy not replaced: %v", err)
 	}
@@ -221,9 +221,10 @@ func TestMirrorRestoresWhatNoNodeHolds(t *testing.T) {
 		}
 	}
 	reader := c.Nodes[2]
-	if got := download(reader, "/datasets/"+d.ID+"/download"); !bytes.Equal(got, plain) {
-		t.Fatalf("download with no node copy: %d bytes", len(got))
-	}
+	// (Retried only while the reader's replica has yet to learn the dataset.)
+	nodetest.WaitFor(t, 30*time.Second, "the dataset restored from the mirror", func() bool {
+		return bytes.Equal(download(reader, "/datasets/"+d.ID+"/download"), plain)
+	})
 	if has, _ := reader.LocalStore().Has(context.Background(), sc); !has {
 		t.Fatal("the restored copy was not kept")
 	}

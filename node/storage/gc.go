@@ -102,7 +102,9 @@ func (s *Storage) CollectOnce(ctx context.Context) {
 		return nil
 	})
 	if err != nil {
-		s.log.Warn("storage: list for collection", "err", err)
+		if ctx.Err() == nil {
+			s.log.Warn("storage: list for collection", "err", err)
+		}
 		return
 	}
 	for _, c := range doomed {

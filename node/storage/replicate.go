@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,7 +99,8 @@ func (s *Storage) fillFrom(ctx context.Context, c cid.Cid, from []string) error 
 }
 
 // targets picks up to n nodes to receive a copy of b: ready, alive, not
-// holding it, in regions not yet holding it first, then by ID (stable).
+// holding it, in regions not yet holding it first, then in an order of
+// the object's own (rendezvous hashing).
 func (s *Storage) targets(b scheduler.Blob, n int) []string {
 	if n <= 0 {
 		return nil
@@ -125,20 +128,19 @@ func (s *Storage) targets(b scheduler.Blob, n int) []string {
 		}
 		cs = append(cs, cand{nd.ID, !held[nd.Region]})
 	}
-	slices.SortFunc(cs, func(a, b cand) int {
-		if a.newPlace != b.newPlace {
-			if a.newPlace {
+	// Rendezvous hashing: each object ranks the nodes its own way, so
+	// copies spread over the mesh instead of piling onto one node, and a
+	// retry picks the same targets.
+	score := func(id string) [32]byte { return sha256.Sum256([]byte(b.CID + "\x00" + id)) }
+	slices.SortFunc(cs, func(x, y cand) int {
+		if x.newPlace != y.newPlace {
+			if x.newPlace {
 				return -1
 			}
 			return 1
 		}
-		if a.id < b.id {
-			return -1
-		}
-		if a.id > b.id {
-			return 1
-		}
-		return 0
+		sx, sy := score(x.id), score(y.id)
+		return bytes.Compare(sx[:], sy[:])
 	})
 	var out []string
 	for _, c := range cs {
@@ -222,11 +224,15 @@ func (s *Storage) repairLoop(ctx context.Context) {
 	defer wg.Wait()
 	for {
 		changed := s.state.Watch()
+		short := map[string]bool{}
 		for _, b := range s.state.Blobs() {
 			if s.missing(b) <= 0 || s.state.Tombstoned(b.CID) {
 				continue
 			}
-			if !s.startRepair(b.CID) {
+			short[b.CID] = true
+			// A new object is being copied by the node that stored it:
+			// repair only what stays short for RepairDelay.
+			if !s.shortFor(b.CID, s.cfg.RepairDelay) || !s.startRepair(b.CID) {
 				continue
 			}
 			select {
@@ -241,6 +247,7 @@ func (s *Storage) repairLoop(ctx context.Context) {
 				s.endRepair(b.CID, ok)
 			})
 		}
+		s.forgetShort(short)
 		t := time.NewTimer(s.cfg.RepairInterval)
 		select {
 		case <-ctx.Done():
@@ -250,6 +257,31 @@ func (s *Storage) repairLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// shortFor notes that c is short of copies and says whether it has been
+// for at least d (as this leader saw it).
+func (s *Storage) shortFor(c string, d time.Duration) bool {
+	now := s.cfg.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, ok := s.short[c]
+	if !ok {
+		s.short[c] = now
+		return d <= 0
+	}
+	return now.Sub(first) >= d
+}
+
+// forgetShort drops the notes of objects no longer short.
+func (s *Storage) forgetShort(still map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.short {
+		if !still[c] {
+			delete(s.short, c)
+		}
 	}
 }
 

@@ -81,6 +81,10 @@ type Config struct {
 	// RepairInterval is how often the leader looks for under-replicated
 	// content without a change notification (default 5 s).
 	RepairInterval time.Duration
+	// RepairDelay is how long an object must stay short of copies before
+	// the leader repairs it, so that it does not race the node still
+	// copying a new object itself (default 10 s).
+	RepairDelay time.Duration
 	// Grace is how long unreferenced content is kept before it is
 	// forgotten, so that an object stored just before its reference is
 	// committed is not collected (default 1 h).
@@ -107,6 +111,7 @@ type Storage struct {
 	mu       sync.Mutex
 	verified map[string]time.Time // cid -> when a full re-hash last passed
 	repairs  map[string]*repairState
+	short    map[string]time.Time // cid -> when the leader first saw it short of copies
 }
 
 // New checks cfg and returns a Storage; Run starts its loops.
@@ -126,6 +131,9 @@ func New(cfg Config, state State, w Writer, peers Peers) (*Storage, error) {
 	if cfg.RepairInterval <= 0 {
 		cfg.RepairInterval = 5 * time.Second
 	}
+	if cfg.RepairDelay <= 0 {
+		cfg.RepairDelay = 10 * time.Second
+	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = time.Hour
 	}
@@ -133,7 +141,7 @@ func New(cfg Config, state State, w Writer, peers Peers) (*Storage, error) {
 		cfg.PeerTimeout = 10 * time.Second
 	}
 	s := &Storage{cfg: cfg, state: state, w: w, peers: peers, log: cfg.Logger,
-		verified: map[string]time.Time{}, repairs: map[string]*repairState{}}
+		verified: map[string]time.Time{}, repairs: map[string]*repairState{}, short: map[string]time.Time{}}
 	s.store = &verified{Store: cfg.Local, s: s}
 	s.up = newUploader(s)
 	return s, nil
