@@ -8,14 +8,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/cas/castest"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/cas/mirror"
 	"github.com/pwmesh/pwmesh/cas/seal"
@@ -394,5 +397,61 @@ func TestCorruptCopyIsDetected(t *testing.T) {
 	corrupt(t, f.local, ref)
 	if _, err := f.s.Store().Open(ctx, ref.CID); !errors.Is(err, cas.ErrNotFound) {
 		t.Fatalf("open of the only, corrupt copy: %v", err)
+	}
+}
+
+// TestBehavesAsAStore: the store Storage hands the API and the worker
+// passes the behavioural suite every cas.Store passes.
+func TestBehavesAsAStore(t *testing.T) {
+	t.Parallel()
+	castest.TestStore(t, func(t *testing.T) cas.Store {
+		keys, _ := seal.NewKeyring(masterKey("m1"))
+		return newFixture(t, keys).s.Store()
+	})
+}
+
+// liar serves every CID with wrong bytes.
+type liar struct{ asked int }
+
+func (l *liar) Live() []string { return []string{"liar"} }
+func (l *liar) OpenStream(context.Context, string, string, []byte) (io.ReadCloser, error) {
+	l.asked++
+	return io.NopCloser(strings.NewReader("not what you asked for")), nil
+}
+func (l *liar) Call(context.Context, string, string, []byte) ([]byte, error) {
+	return nil, errors.New("no")
+}
+
+// TestLyingPeerIsRefused: bytes that do not hash to the CID are refused
+// and logged, nothing is kept, and the next source (the mirror) serves.
+func TestLyingPeerIsRefused(t *testing.T) {
+	t.Parallel()
+	keys, _ := seal.NewKeyring(masterKey("m1"))
+	f := newFixture(t, keys)
+	var logs bytes.Buffer
+	l := &liar{}
+	s, err := New(Config{NodeID: "n1", Local: f.local, Mirror: f.mirror, SharedMirror: true, Keys: keys, Clock: f.clock,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, f.fsm, f.raft, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := randomBytes(4096)
+	ref := cas.SumBytes(content)
+	ctx := t.Context()
+	if _, err := s.Store().Open(ctx, ref.CID); !errors.Is(err, cas.ErrNotFound) {
+		t.Fatalf("open with only a liar: %v", err)
+	}
+	if has, _ := f.local.Has(ctx, ref.CID); has || l.asked == 0 {
+		t.Fatalf("kept the liar's bytes (has %v, asked %d)", has, l.asked)
+	}
+	if !strings.Contains(logs.String(), "refused wrong bytes") {
+		t.Fatalf("not logged:\n%s", logs.String())
+	}
+	if _, err := f.mirror.PutExpected(ctx, bytes.NewReader(content), ref.CID); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := s.Store().Open(ctx, ref.CID)
+	if got := readAll(t)(rc, err); !bytes.Equal(got, content) {
+		t.Fatal("wrong content after the mirror had it")
 	}
 }
