@@ -85,6 +85,33 @@ func (m *Mesh) serveStream(s network.Stream, h StreamHandler) {
 	_ = s.Close()
 }
 
+// OpenStreamFirstByte is OpenStream with the wait for the answer bounded
+// by firstByte: a peer that does not answer in time is given up, while a
+// transfer that has begun runs as long as ctx lasts. Close ends it.
+func (m *Mesh) OpenStreamFirstByte(ctx context.Context, peerID, proto string, req []byte, firstByte time.Duration) (io.ReadCloser, error) {
+	octx, cancel := context.WithCancel(ctx)
+	t := time.AfterFunc(firstByte, cancel)
+	rc, err := m.OpenStream(octx, peerID, proto, req)
+	t.Stop()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &cancelOnClose{ReadCloser: rc, cancel: cancel}, nil
+}
+
+// cancelOnClose ends a stream's context when its reader is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
 // OpenStream sends req to peerID's stream handler for proto and returns
 // the content it answers with. ctx bounds the dial and the wait for the
 // first byte, and while it lasts, reading; Close ends the stream early.

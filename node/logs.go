@@ -44,25 +44,9 @@ func (n *Node) OpenLog(jobID string) (io.ReadCloser, error) {
 		}
 		return nil, fmt.Errorf("node: log of %s is on node %s, which is not reachable: %w", jobID, j.Node, fs.ErrNotExist)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	firstByte := time.AfterFunc(30*time.Second, cancel)
-	rc, err := n.mesh.OpenStream(ctx, peer, LogProtocol, []byte(jobID))
-	firstByte.Stop()
+	rc, err := n.mesh.OpenStreamFirstByte(context.Background(), peer, LogProtocol, []byte(jobID), 30*time.Second)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("node: log of %s from %s: %v: %w", jobID, j.Node, err, fs.ErrNotExist)
 	}
-	return &cancelOnClose{ReadCloser: rc, cancel: cancel}, nil
-}
-
-// cancelOnClose ends a stream's context when its reader is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
+	return rc, nil
 }

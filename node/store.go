@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
@@ -96,6 +97,9 @@ func (n *Node) Storage() *storage.Storage { return n.storage }
 // LocalStore is the node's own disk store.
 func (n *Node) LocalStore() cas.Store { return n.storage.Local() }
 
+// peerFirstByte bounds the wait for a peer's answer to a stream request.
+const peerFirstByte = 10 * time.Second
+
 // peers reaches other nodes by node ID through the mesh.
 type peers struct{ n *Node }
 
@@ -123,7 +127,7 @@ func (p peers) OpenStream(ctx context.Context, node, proto string, req []byte) (
 	if err != nil {
 		return nil, err
 	}
-	return p.n.mesh.OpenStream(ctx, pid, proto, req)
+	return p.n.mesh.OpenStreamFirstByte(ctx, pid, proto, req, peerFirstByte)
 }
 
 func (p peers) Call(ctx context.Context, node, proto string, req []byte) ([]byte, error) {

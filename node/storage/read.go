@@ -148,29 +148,9 @@ func (s *Storage) sources(c cid.Cid, prefer []string) []source {
 	return out
 }
 
-// openPeer streams c from node; the wait for its first byte is bounded,
-// the transfer is not.
+// openPeer streams c from node.
 func (s *Storage) openPeer(ctx context.Context, node string, c cid.Cid) (io.ReadCloser, error) {
-	octx, cancel := context.WithCancel(ctx)
-	t := afterFunc(s.cfg.PeerTimeout, cancel)
-	rc, err := s.peers.OpenStream(octx, node, BlobProtocol, []byte(c.String()))
-	t.Stop()
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	return &cancelOnClose{ReadCloser: rc, cancel: cancel}, nil
-}
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
+	return s.peers.OpenStream(ctx, node, BlobProtocol, []byte(c.String()))
 }
 
 // ServeBlob answers BlobProtocol from this node's own disk only (a request

@@ -17,8 +17,6 @@ import (
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
-func afterFunc(d time.Duration, f func()) *time.Timer { return time.AfterFunc(d, f) }
-
 func blobStored(s *Storage, ref cas.Ref, kind string) *scheduler.BlobStored {
 	return &scheduler.BlobStored{At: s.cfg.Clock.Now(), CID: ref.CID.String(), Size: ref.Size, Kind: kind, Node: s.cfg.NodeID}
 }

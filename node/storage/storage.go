@@ -61,6 +61,8 @@ type Writer interface {
 type Peers interface {
 	// Live lists the live members other than this node.
 	Live() []string
+	// OpenStream bounds the wait for the peer's first byte itself; the
+	// transfer runs while ctx lasts.
 	OpenStream(ctx context.Context, node, proto string, req []byte) (io.ReadCloser, error)
 	Call(ctx context.Context, node, proto string, req []byte) ([]byte, error)
 }
@@ -94,8 +96,6 @@ type Config struct {
 	// damaged on disk is never served; a node serving large objects often
 	// may trade that for speed).
 	VerifyAfter time.Duration
-	// PeerTimeout bounds the wait for a peer's first byte (default 10 s).
-	PeerTimeout time.Duration
 }
 
 // Storage is one node's part of the replicated store.
@@ -136,9 +136,6 @@ func New(cfg Config, state State, w Writer, peers Peers) (*Storage, error) {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = time.Hour
-	}
-	if cfg.PeerTimeout <= 0 {
-		cfg.PeerTimeout = 10 * time.Second
 	}
 	s := &Storage{cfg: cfg, state: state, w: w, peers: peers, log: cfg.Logger,
 		verified: map[string]time.Time{}, repairs: map[string]*repairState{}, short: map[string]time.Time{}}
