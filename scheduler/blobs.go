@@ -271,6 +271,31 @@ func (s *state) references() map[string]bool {
 	return set
 }
 
+// Unindexed lists, with their kinds, the CIDs something refers to that the
+// blob index lacks (content stored before the index existed), sorted.
+func (f *FSM) Unindexed() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := map[string]string{}
+	add := func(c, kind string) {
+		if _, ok := f.s.blobs[c]; !ok && c != "" {
+			out[c] = kind
+		}
+	}
+	for _, d := range f.s.datasets {
+		add(d.Stored(), BlobDataset)
+	}
+	for _, j := range f.s.jobs {
+		if j.RunBundle != nil && !j.BundleExpired {
+			add(j.RunBundle.CID, BlobBundle)
+		}
+	}
+	for _, r := range f.s.operators {
+		add(r.CID, BlobOperator)
+	}
+	return out
+}
+
 // readyNodes counts the nodes in state ready.
 func (s *state) readyNodes() int {
 	n := 0

@@ -68,12 +68,14 @@ func (s *Storage) RetainOnce(ctx context.Context) {
 	}
 }
 
-// collectLoop deletes local copies of forgotten objects, on every change
-// of the state (at most once a second) and once a minute.
+// collectLoop deletes local copies of forgotten objects and indexes older
+// copies (adopt), on every change of the state (at most once a second) and
+// once a minute.
 func (s *Storage) collectLoop(ctx context.Context) {
 	for {
 		changed := s.state.Watch()
 		s.CollectOnce(ctx)
+		s.adopt(ctx)
 		t := time.NewTimer(time.Minute)
 		select {
 		case <-ctx.Done():

@@ -49,6 +49,7 @@ type State interface {
 	ExpiredBundles(now time.Time) []string
 	Garbage(cutoff time.Time) []string
 	References() []string
+	Unindexed() map[string]string
 	Watch() <-chan struct{}
 }
 
@@ -160,6 +161,40 @@ func (s *Storage) Run(ctx context.Context) {
 	wg.Go(func() { s.up.run(ctx) })
 	wg.Go(func() { s.collectLoop(ctx) })
 	wg.Wait()
+}
+
+// adopt records the local copies of referenced content that the index
+// does not list for this node: content stored before this version kept an
+// index, or a copy whose record was dropped while the file stayed. They
+// are then counted, replicated and repaired like the rest.
+func (s *Storage) adopt(ctx context.Context) {
+	unindexed := s.state.Unindexed()
+	for _, id := range s.state.References() {
+		kind, ok := unindexed[id]
+		if !ok {
+			b, indexed := s.state.Blob(id)
+			if !indexed || holds(b, s.cfg.NodeID) {
+				continue
+			}
+			kind = b.Kind
+		}
+		c, err := cas.ParseCID(id)
+		if err != nil {
+			continue
+		}
+		ref, err := s.cfg.Local.Stat(ctx, c)
+		if err != nil {
+			continue // not here
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = s.recordHeld(rctx, ref, kind)
+		cancel()
+		if err != nil {
+			s.log.Warn("storage: could not index a local copy", "cid", id, "err", err)
+			continue
+		}
+		s.log.Info("storage: indexed a local copy", "cid", id, "kind", kind)
+	}
 }
 
 // Lead runs the leader's loops until ctx ends (leadership lost): repair of

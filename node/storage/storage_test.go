@@ -455,3 +455,26 @@ func TestLyingPeerIsRefused(t *testing.T) {
 		t.Fatal("wrong content after the mirror had it")
 	}
 }
+
+// TestLocalCopiesAreIndexed: a referenced object on this disk that the
+// index does not list here is recorded as this node's copy again.
+func TestLocalCopiesAreIndexed(t *testing.T) {
+	t.Parallel()
+	keys, _ := seal.NewKeyring(masterKey("m1"))
+	f := newFixture(t, keys)
+	ctx := t.Context()
+	ref, err := f.local.Put(ctx, bytes.NewReader(randomBytes(100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedulertest.MustApply(t, f.raft, &scheduler.BlobStored{At: f.clock.Now(), CID: ref.CID.String(), Size: ref.Size, Kind: scheduler.BlobDataset, Node: "n1"})
+	schedulertest.MustApply(t, f.raft, &scheduler.RegisterDataset{At: f.clock.Now(), Dataset: scheduler.Dataset{ID: "old", Tenant: "paidco", Name: "old", CID: ref.CID.String(), Size: ref.Size}})
+	schedulertest.MustApply(t, f.raft, &scheduler.BlobDropped{At: f.clock.Now(), CID: ref.CID.String(), Node: "n1"})
+	if b, _ := f.fsm.Blob(ref.CID.String()); len(b.Holders) != 0 {
+		t.Fatalf("holders %v", b.Holders)
+	}
+	f.s.adopt(ctx)
+	if b, _ := f.fsm.Blob(ref.CID.String()); len(b.Holders) != 1 {
+		t.Fatalf("local copy not indexed: %+v", b)
+	}
+}
