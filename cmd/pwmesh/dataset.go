@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,11 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web/client"
 )
 
 func (a *app) datasetCmd() *cobra.Command {
 	c := groupCmd("dataset", "Upload and manage datasets")
-	c.AddCommand(a.datasetUploadCmd(), a.datasetListCmd(), a.datasetGetCmd(), a.datasetRmCmd())
+	c.AddCommand(a.datasetUploadCmd(), a.datasetDownloadCmd(), a.datasetListCmd(), a.datasetGetCmd(), a.datasetRmCmd())
 	return c
 }
 
@@ -54,6 +56,46 @@ func (a *app) datasetUploadCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&name, "name", "", "dataset name (default: the file's base name)")
 	return c
+}
+
+func (a *app) datasetDownloadCmd() *cobra.Command {
+	return a.downloadCmd(&cobra.Command{
+		Use:   "download ID",
+		Short: "Download a dataset and check its SHA-256",
+		Long: "Download a dataset to FILE (default: the dataset's name, in this directory).\n" +
+			"The bytes go to FILE.part first, which a rerun resumes (starting again if\n" +
+			"the dataset changed); FILE appears only once the SHA-256 matches the\n" +
+			"dataset's sha256.",
+		Example: "  pwmesh dataset download ds-1 -o scene.npy",
+	}, "the dataset's name", datasetDownload)
+}
+
+// datasetDownload looks dataset id up and describes its download to the
+// file its name gives.
+func datasetDownload(ctx context.Context, cl *client.Client, id string) (verifiedDownload, error) {
+	d, err := cl.GetDataset(ctx, id)
+	if err != nil {
+		return verifiedDownload{}, err
+	}
+	if d.SHA256 == "" {
+		return verifiedDownload{}, fmt.Errorf("dataset %s has no sha256 to check a download against", id)
+	}
+	return verifiedDownload{
+		id: id, get: cl.DownloadDatasetFrom, out: datasetFileName(d),
+		what: "dataset " + id, owner: "the dataset", desc: "dataset " + id,
+		sha256: d.SHA256, size: d.Size, etag: d.CID,
+	}, nil
+}
+
+// datasetFileName is the file a dataset downloads to by default: the last
+// element of its name, so that a name never writes outside this directory,
+// or its id when the name gives none.
+func datasetFileName(d scheduler.Dataset) string {
+	name := filepath.Base(d.Name)
+	if d.Name == "" || name == "." || name == ".." || name == string(filepath.Separator) {
+		return d.ID
+	}
+	return name
 }
 
 func (a *app) datasetListCmd() *cobra.Command {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -129,5 +131,105 @@ func TestDatasetListGetRm(t *testing.T) {
 	r.wantCode(t, 0)
 	if _, ok := deleted.Load("ds-1"); !ok || r.stdout != "removed ds-1\n" {
 		t.Errorf("rm: stdout %q, deleted %v", r.stdout, ok)
+	}
+}
+
+// datasetAPI serves the dataset record d and, for d.ID, content as its
+// bytes under ETag "etag" with Range support; any other id is not found.
+// The log holds the headers of the download requests.
+func datasetAPI(t *testing.T, d scheduler.Dataset, etag string, content []byte) (string, *requestLog) {
+	log := &requestLog{}
+	blob := blobRoute("application/octet-stream", etag, content, log)
+	notFound := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.PathValue("id") == d.ID {
+			return false
+		}
+		apiError(w, http.StatusNotFound, "dataset_not_found", "no dataset "+r.PathValue("id"))
+		return true
+	}
+	return fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /datasets/{id}": func(w http.ResponseWriter, r *http.Request) {
+			if !notFound(w, r) {
+				writeJSON(w, http.StatusOK, d)
+			}
+		},
+		"GET /datasets/{id}/download": func(w http.ResponseWriter, r *http.Request) {
+			if !notFound(w, r) {
+				blob(w, r)
+			}
+		},
+	}), log
+}
+
+// testDataset returns content and a dataset record that describes it.
+func testDataset(content []byte) scheduler.Dataset {
+	ref := cas.SumBytes(content)
+	return scheduler.Dataset{ID: "ds-1", Name: "scene.npy", CID: ref.CID.String(), SHA256: ref.SHA256, Size: ref.Size}
+}
+
+// TestDatasetDownloadDefaultName changes the working directory, so it
+// cannot run in parallel.
+func TestDatasetDownloadDefaultName(t *testing.T) {
+	content := []byte("a small dataset")
+	d := testDataset(content)
+	d.Name = "../../outside/scene.npy" // a name never writes outside the directory
+	addr, _ := datasetAPI(t, d, d.CID, content)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	r := cli(t, addr, nil, "dataset", "download", "ds-1")
+	r.wantCode(t, 0)
+	if got, err := os.ReadFile(filepath.Join(dir, "scene.npy")); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("scene.npy: %q, %v", got, err)
+	}
+	if !strings.HasPrefix(r.stdout, "scene.npy\n") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+}
+
+func TestDatasetFileName(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]string{
+		"scene.npy":     "scene.npy",
+		"a/b/scene.npy": "scene.npy",
+		"/etc/passwd":   "passwd",
+		"..":            "ds-1",
+		".":             "ds-1",
+		"/":             "ds-1",
+		"":              "ds-1",
+	} {
+		if got := datasetFileName(scheduler.Dataset{ID: "ds-1", Name: name}); got != want {
+			t.Errorf("datasetFileName(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestDatasetDownloadNotFound(t *testing.T) {
+	t.Parallel()
+	d := testDataset([]byte("x"))
+	addr, log := datasetAPI(t, d, d.CID, []byte("x"))
+	dir := t.TempDir()
+	r := cli(t, addr, nil, "dataset", "download", "ds-2", "-o", filepath.Join(dir, "x"))
+	r.wantCode(t, 1)
+	if r.stderr != "pwmesh: 404 dataset_not_found: no dataset ds-2\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if len(log.get("Range")) != 0 {
+		t.Error("downloaded although the record was not found")
+	}
+
+	// The record exists but no node holds the bytes.
+	addr = fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /datasets/{id}": func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, d) },
+		"GET /datasets/{id}/download": func(w http.ResponseWriter, r *http.Request) {
+			apiError(w, http.StatusNotFound, "dataset_not_stored", "no reachable node or mirror holds dataset ds-1")
+		},
+	})
+	r = cli(t, addr, nil, "dataset", "download", "ds-1", "-o", filepath.Join(dir, "x"))
+	r.wantCode(t, 1)
+	if r.stderr != "pwmesh: 404 dataset_not_stored: no reachable node or mirror holds dataset ds-1\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("files left behind: %v", entries)
 	}
 }

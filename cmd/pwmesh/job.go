@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web/client"
 )
@@ -414,109 +411,32 @@ func (a *app) jobLogsCmd() *cobra.Command {
 }
 
 func (a *app) jobBundleCmd() *cobra.Command {
-	var out string
-	c := &cobra.Command{
+	return a.downloadCmd(&cobra.Command{
 		Use:   "bundle ID",
 		Short: "Download a succeeded job's RunBundle and check its SHA-256",
 		Long: "Download a succeeded job's RunBundle to FILE (default <id>.runbundle.tar).\n" +
 			"The bytes go to FILE.part first, which a rerun resumes; FILE appears only\n" +
 			"once the SHA-256 matches the job's runbundle.sha256.",
-		Args: args("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if out == "" {
-				out = id + ".runbundle.tar"
-			}
-			ref, err := a.downloadBundle(cmd.Context(), id, out)
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(map[string]any{"path": out, "cid": ref.CID.String(), "sha256": ref.SHA256, "size": ref.Size})
-			}
-			_, err = fmt.Fprintf(a.stdout, "%s\ncid %s (sha256:%s, %s)\n", out, ref.CID, ref.SHA256, humanBytes(ref.Size))
-			return err
-		},
-	}
-	c.Flags().StringVarP(&out, "output", "o", "", "file to write (default <id>.runbundle.tar)")
-	return c
+	}, "<id>.runbundle.tar", bundleDownload)
 }
 
-// downloadBundle fetches job id's RunBundle into out through out+".part",
-// resuming a partial download, and checks the whole file's SHA-256 against
-// the job's before renaming it into place.
-func (a *app) downloadBundle(ctx context.Context, id, out string) (cas.Ref, error) {
-	cl := a.client()
+// bundleDownload looks job id up and describes the download of its
+// RunBundle to <id>.runbundle.tar.
+func bundleDownload(ctx context.Context, cl *client.Client, id string) (verifiedDownload, error) {
 	j, err := cl.GetJob(ctx, id)
 	if err != nil {
-		return cas.Ref{}, err
+		return verifiedDownload{}, err
 	}
 	want := j.RunBundle
 	if want == nil || want.SHA256 == "" {
 		if j.State != scheduler.StateSucceeded {
-			return cas.Ref{}, fmt.Errorf("job %s is %s: a job has a RunBundle once it succeeded", id, j.State)
+			return verifiedDownload{}, fmt.Errorf("job %s is %s: a job has a RunBundle once it succeeded", id, j.State)
 		}
-		return cas.Ref{}, fmt.Errorf("job %s has no RunBundle", id)
+		return verifiedDownload{}, fmt.Errorf("job %s has no RunBundle", id)
 	}
-	if dir := filepath.Dir(out); dir != "." {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return cas.Ref{}, fmt.Errorf("output directory %s does not exist", dir)
-		}
-	}
-	part := out + ".part"
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return cas.Ref{}, err
-	}
-	defer f.Close() // after the explicit Close below, a no-op
-	h := cas.NewHasher()
-	st, err := f.Stat()
-	if err != nil {
-		return cas.Ref{}, err
-	}
-	offset := st.Size()
-	if offset > 0 && offset < want.Size {
-		// Resume: hash what is there, append the rest.
-		if _, err := io.CopyN(h, f, offset); err != nil {
-			return cas.Ref{}, fmt.Errorf("read partial download %s: %w", part, err)
-		}
-	} else if offset > 0 {
-		if err := f.Truncate(0); err != nil {
-			return cas.Ref{}, err
-		}
-		offset = 0
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return cas.Ref{}, err
-	}
-
-	bar := a.newProgress("bundle " + id)
-	_, n, err := cl.DownloadBundleFrom(ctx, id, offset, io.MultiWriter(f, h), bar.fn())
-	bar.done(err == nil)
-	if err != nil {
-		f.Close()
-		if offset+n == 0 {
-			_ = os.Remove(part)
-		} else {
-			err = fmt.Errorf("%w (kept %s; run the command again to resume)", err, part)
-		}
-		return cas.Ref{}, err
-	}
-	got := h.Ref()
-	if got.SHA256 != want.SHA256 {
-		f.Close()
-		_ = os.Remove(part)
-		return cas.Ref{}, fmt.Errorf("bundle of job %s: sha256 mismatch: downloaded %s, the job says %s; nothing was written to %s",
-			id, got.SHA256, want.SHA256, out)
-	}
-	if err := f.Sync(); err != nil {
-		return cas.Ref{}, err
-	}
-	if err := f.Close(); err != nil {
-		return cas.Ref{}, err
-	}
-	if err := os.Rename(part, out); err != nil {
-		return cas.Ref{}, err
-	}
-	return got, nil
+	return verifiedDownload{
+		id: id, get: cl.DownloadBundleFrom, out: id + ".runbundle.tar",
+		what: "bundle of job " + id, owner: "the job", desc: "bundle " + id,
+		sha256: want.SHA256, size: want.Size, etag: want.CID,
+	}, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -304,105 +302,6 @@ func TestJobGetCancelLogs(t *testing.T) {
 	r.wantCode(t, 0)
 	if r.stdout != "step 1\nfollow=1\n" {
 		t.Errorf("logs stdout = %q", r.stdout)
-	}
-}
-
-// bundleAPI serves job "j1" as succeeded with a RunBundle of content whose
-// recorded sha256 is jobSHA, and the bundle bytes with Range support. It
-// records the Range headers it saw.
-func bundleAPI(t *testing.T, content []byte, jobSHA string, ranges *[]string) string {
-	var mu sync.Mutex
-	return fakeAPI(t, map[string]http.HandlerFunc{
-		"GET /jobs/{id}": jobRoute(func(id string) scheduler.Job {
-			return scheduler.Job{ID: id, State: "succeeded",
-				RunBundle: &scheduler.BundleRef{CID: "cid-of-job", SHA256: jobSHA, Size: int64(len(content))}}
-		}),
-		"GET /jobs/{id}/runbundle": func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			*ranges = append(*ranges, r.Header.Get("Range"))
-			mu.Unlock()
-			w.Header().Set("Content-Type", "application/x-tar")
-			w.Header().Set("ETag", `"cid-of-job"`)
-			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
-		},
-	})
-}
-
-func TestJobBundleDownload(t *testing.T) {
-	t.Parallel()
-	content := bytes.Repeat([]byte("runbundle bytes "), 5000)
-	ref := cas.SumBytes(content)
-	var ranges []string
-	addr := bundleAPI(t, content, ref.SHA256, &ranges)
-	out := filepath.Join(t.TempDir(), "b.tar")
-
-	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
-	r.wantCode(t, 0)
-	got, err := os.ReadFile(out)
-	if err != nil || !bytes.Equal(got, content) {
-		t.Fatalf("downloaded file: %v (len %d)", err, len(got))
-	}
-	if !strings.HasPrefix(r.stdout, out+"\ncid "+ref.CID.String()) {
-		t.Errorf("stdout = %q, want the path and CID %s", r.stdout, ref.CID)
-	}
-	if _, err := os.Stat(out + ".part"); !os.IsNotExist(err) {
-		t.Errorf("temp file left behind: %v", err)
-	}
-	if len(ranges) != 1 || ranges[0] != "" {
-		t.Errorf("Range headers = %q, want one whole download", ranges)
-	}
-
-	// --json names the file and the CID.
-	r = cli(t, addr, nil, "job", "bundle", "j1", "-o", out, "--json")
-	r.wantCode(t, 0)
-	var v struct {
-		Path, CID, SHA256 string
-		Size              int64
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Path != out || v.CID != ref.CID.String() ||
-		v.SHA256 != ref.SHA256 || v.Size != int64(len(content)) {
-		t.Errorf("--json = %q: %v", r.stdout, err)
-	}
-}
-
-func TestJobBundleResume(t *testing.T) {
-	t.Parallel()
-	content := bytes.Repeat([]byte("0123456789abcdef"), 4096)
-	ref := cas.SumBytes(content)
-	var ranges []string
-	addr := bundleAPI(t, content, ref.SHA256, &ranges)
-	out := filepath.Join(t.TempDir(), "b.tar")
-	const have = 10_000
-	if err := os.WriteFile(out+".part", content[:have], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
-	r.wantCode(t, 0)
-	got, err := os.ReadFile(out)
-	if err != nil || !bytes.Equal(got, content) {
-		t.Fatalf("resumed file differs: %v", err)
-	}
-	if len(ranges) != 1 || ranges[0] != fmt.Sprintf("bytes=%d-", have) {
-		t.Errorf("Range headers = %q", ranges)
-	}
-}
-
-func TestJobBundleSHA256Mismatch(t *testing.T) {
-	t.Parallel()
-	content := []byte("the bytes the node sends")
-	wrong := cas.SumBytes([]byte("the bytes the job recorded")).SHA256
-	var ranges []string
-	addr := bundleAPI(t, content, wrong, &ranges)
-	out := filepath.Join(t.TempDir(), "b.tar")
-	r := cli(t, addr, nil, "job", "bundle", "j1", "-o", out)
-	r.wantCode(t, 1)
-	if !strings.Contains(r.stderr, "sha256 mismatch") || !strings.Contains(r.stderr, wrong) {
-		t.Errorf("stderr = %q", r.stderr)
-	}
-	for _, p := range []string{out, out + ".part"} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s exists after a mismatch (%v)", p, err)
-		}
 	}
 }
 

@@ -46,6 +46,7 @@ type app struct {
 
 	addr, token string // flags; empty: from the environment
 	json        bool
+	progress    progressMode
 }
 
 // run executes the command line args and returns the exit status: 0 on
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if env == nil {
 		env = func(string) string { return "" }
 	}
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env, progress: progressAuto}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -100,6 +101,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.addr, "addr", "", "node API address (env "+envAddr+", default "+defaultAddr+")")
 	pf.StringVar(&a.token, "token", "", "API key (env "+envToken+")")
 	pf.BoolVar(&a.json, "json", false, "print JSON instead of human output")
+	pf.Var(&a.progress, "progress", "progress bars of uploads and downloads on stderr: auto (when stderr is a terminal), always or never")
 
 	root.AddCommand(
 		newAgentCmd(),

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pwmesh/pwmesh/scheduler"
 )
@@ -84,6 +86,40 @@ func jobRoute(job func(id string) scheduler.Job) http.HandlerFunc {
 	}
 }
 
+// requestLog records the headers of the requests a fake route saw.
+type requestLog struct {
+	mu      sync.Mutex
+	headers []http.Header
+}
+
+func (l *requestLog) add(h http.Header) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.headers = append(l.headers, h.Clone())
+}
+
+// get returns header name of every request, in order ("" where absent).
+func (l *requestLog) get(name string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vs := make([]string, len(l.headers))
+	for i, h := range l.headers {
+		vs[i] = h.Get(name)
+	}
+	return vs
+}
+
+// blobRoute serves content with ETag "etag" through http.ServeContent, as
+// the node does (Range and If-Range honoured), and logs each request.
+func blobRoute(contentType, etag string, content []byte, log *requestLog) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		log.add(r.Header)
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("ETag", `"`+etag+`"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
+	}
+}
+
 func TestUnauthorizedHint(t *testing.T) {
 	t.Parallel()
 	addr := fakeAPI(t, map[string]http.HandlerFunc{"GET /nodes": func(http.ResponseWriter, *http.Request) {}})
@@ -141,6 +177,8 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"job", "list", "--state", "sleeping"},
 		{"job", "wait", "j1", "--timeout", "-1s"},
 		{"dataset", "upload"},
+		{"dataset", "download"},
+		{"dataset", "download", "ds-1", "--progress", "sometimes"},
 		{"usage", "--month", "2025-13"},
 		{"key", "create", "--tenant", "acme"},
 		{"key", "create", "--tenant", "acme", "--tier", "gold"},

@@ -73,8 +73,29 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// progress draws a transfer's progress bar on stderr when stderr is a
-// terminal; otherwise it draws nothing.
+// progressMode is the --progress flag: when uploads and downloads draw a
+// progress bar on stderr.
+type progressMode string
+
+const (
+	progressAuto   progressMode = "auto"   // when stderr is a terminal
+	progressAlways progressMode = "always" // also into a file or a pipe
+	progressNever  progressMode = "never"
+)
+
+func (m *progressMode) String() string { return string(*m) }
+func (m *progressMode) Type() string   { return "mode" }
+
+func (m *progressMode) Set(v string) error {
+	switch progressMode(v) {
+	case progressAuto, progressAlways, progressNever:
+		*m = progressMode(v)
+		return nil
+	}
+	return fmt.Errorf("want auto, always or never")
+}
+
+// progress draws a transfer's progress bar on stderr (see progressMode).
 type progress struct {
 	w    io.Writer
 	desc string
@@ -82,9 +103,9 @@ type progress struct {
 }
 
 // newProgress returns a progress for a transfer described by desc; nil when
-// stderr is not a terminal. Its methods accept a nil receiver.
+// --progress says to draw none. Its methods accept a nil receiver.
 func (a *app) newProgress(desc string) *progress {
-	if !isTerminal(a.stderr) {
+	if a.progress == progressNever || (a.progress != progressAlways && !isTerminal(a.stderr)) {
 		return nil
 	}
 	return &progress{w: a.stderr, desc: desc}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -278,16 +279,23 @@ func bundleServer(t *testing.T, content []byte, ignoreRange bool) *client.Client
 				writeError(w, http.StatusConflict, "not_ready", "job is queued")
 				return
 			}
-			w.Header().Set("Content-Type", "application/x-tar")
-			w.Header().Set("ETag", `"bafkcid"`)
-			if ignoreRange {
-				w.Header().Set("Content-Length", fmt.Sprint(len(content)))
-				_, _ = w.Write(content)
-				return
-			}
-			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
+			serveBlob(w, r, "application/x-tar", "bafkcid", content, ignoreRange)
 		},
 	})
+}
+
+// serveBlob answers with content and ETag "etag", through
+// http.ServeContent (Range and If-Range honoured) or, with ignoreRange,
+// always whole.
+func serveBlob(w http.ResponseWriter, r *http.Request, contentType, etag string, content []byte, ignoreRange bool) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("ETag", `"`+etag+`"`)
+	if ignoreRange {
+		w.Header().Set("Content-Length", fmt.Sprint(len(content)))
+		_, _ = w.Write(content)
+		return
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
 }
 
 func TestDownloadBundle(t *testing.T) {
@@ -329,6 +337,90 @@ func TestDownloadBundleNotReady(t *testing.T) {
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || apiErr.Code != "not_ready" {
 		t.Fatalf("err = %v, want 409 not_ready", err)
+	}
+}
+
+// datasetServer serves dataset "ds-1" as content with ETag "bafkds" and
+// records the Range and If-Range headers it saw.
+func datasetServer(t *testing.T, content []byte, ignoreRange bool, seen *[][2]string) *client.Client {
+	var mu sync.Mutex
+	return newServer(t, map[string]http.HandlerFunc{
+		"GET /datasets/{id}/download": func(w http.ResponseWriter, r *http.Request) {
+			if r.PathValue("id") != "ds-1" {
+				writeError(w, http.StatusNotFound, "dataset_not_found", "no dataset "+r.PathValue("id"))
+				return
+			}
+			mu.Lock()
+			*seen = append(*seen, [2]string{r.Header.Get("Range"), r.Header.Get("If-Range")})
+			mu.Unlock()
+			serveBlob(w, r, "application/octet-stream", "bafkds", content, ignoreRange)
+		},
+	})
+}
+
+func TestDownloadDataset(t *testing.T) {
+	t.Parallel()
+	content := bytes.Repeat([]byte("dataset bytes "), 10_000)
+	for _, ignoreRange := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ignoreRange=%v", ignoreRange), func(t *testing.T) {
+			t.Parallel()
+			var seen [][2]string
+			c := datasetServer(t, content, ignoreRange, &seen)
+			var buf bytes.Buffer
+			var lastDone, lastTotal int64
+			progress := func(done, total int64) { lastDone, lastTotal = done, total }
+			etag, n, err := c.DownloadDatasetFrom(t.Context(), "ds-1", 0, &buf, progress)
+			if err != nil || etag != "bafkds" || n != int64(len(content)) || !bytes.Equal(buf.Bytes(), content) {
+				t.Fatalf("DownloadDatasetFrom(0) = %q, %d, %v", etag, n, err)
+			}
+			if lastDone != int64(len(content)) || lastTotal != int64(len(content)) {
+				t.Errorf("last progress = %d/%d", lastDone, lastTotal)
+			}
+
+			// Resume from the middle, on condition that the object is unchanged.
+			buf.Reset()
+			const off = 54_321
+			_, n, err = c.DownloadDatasetFrom(t.Context(), "ds-1", off, &buf, progress, client.IfRange("bafkds"))
+			if err != nil || n != int64(len(content))-off || !bytes.Equal(buf.Bytes(), content[off:]) {
+				t.Fatalf("DownloadDatasetFrom = %d, %v", n, err)
+			}
+			if lastDone != int64(len(content)) || lastTotal != int64(len(content)) {
+				t.Errorf("last progress after resume = %d/%d", lastDone, lastTotal)
+			}
+			want := [][2]string{{"", ""}, {fmt.Sprintf("bytes=%d-", off), `"bafkds"`}}
+			if fmt.Sprint(seen) != fmt.Sprint(want) {
+				t.Errorf("Range, If-Range = %q, want %q", seen, want)
+			}
+		})
+	}
+}
+
+func TestDownloadDatasetChanged(t *testing.T) {
+	t.Parallel()
+	var seen [][2]string
+	c := datasetServer(t, []byte("the new content of the dataset"), false, &seen)
+	var buf bytes.Buffer
+	called := false
+	_, n, err := c.DownloadDatasetFrom(t.Context(), "ds-1", 5, &buf, func(int64, int64) { called = true }, client.IfRange("bafkold"))
+	if !errors.Is(err, client.ErrChanged) || n != 0 || buf.Len() != 0 || called {
+		t.Fatalf("DownloadDatasetFrom = %d, %v (wrote %d bytes, progress %v); want ErrChanged and nothing written", n, err, buf.Len(), called)
+	}
+	if len(seen) != 1 || seen[0] != [2]string{"bytes=5-", `"bafkold"`} {
+		t.Errorf("Range, If-Range = %q", seen)
+	}
+}
+
+func TestDownloadDatasetNotFound(t *testing.T) {
+	t.Parallel()
+	var seen [][2]string
+	c := datasetServer(t, []byte("x"), false, &seen)
+	_, _, err := c.DownloadDatasetFrom(t.Context(), "ds-2", 0, io.Discard, nil)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound || apiErr.Code != "dataset_not_found" {
+		t.Fatalf("err = %v, want 404 dataset_not_found", err)
+	}
+	if _, _, err := c.DownloadDatasetFrom(t.Context(), "ds-1", -1, io.Discard, nil); err == nil {
+		t.Error("negative offset: no error")
 	}
 }
 

@@ -69,3 +69,18 @@ func (c *Client) GetDataset(ctx context.Context, id string) (scheduler.Dataset, 
 func (c *Client) DeleteDataset(ctx context.Context, id string) error {
 	return c.doJSON(ctx, request{method: http.MethodDelete, path: pathf("/datasets/%s", id)}, nil)
 }
+
+// DownloadDatasetFrom writes the dataset's bytes, as they were uploaded,
+// from offset on to w (GET /datasets/{id}/download; offset 0 for the whole
+// dataset) and returns its ETag (the dataset's CID, unquoted) and the bytes
+// written. The hex SHA-256 of the whole is the dataset's sha256.
+//
+// A resume (offset > 0) asks with a Range header. A node that ignores the
+// Range (answering 200) is handled by skipping the first offset bytes; with
+// [IfRange], a node whose object changed since the part the caller holds
+// gives [ErrChanged] instead. progress counts from offset, so done ends at
+// the dataset's size. n counts only the bytes written to w.
+func (c *Client) DownloadDatasetFrom(ctx context.Context, id string, offset int64, w io.Writer, progress Progress, opts ...DownloadOption) (etag string, n int64, err error) {
+	d := download{what: "dataset " + id, path: pathf("/datasets/%s/download", id), accept: "application/octet-stream"}
+	return c.download(ctx, d, offset, w, progress, opts)
+}
