@@ -20,7 +20,27 @@ type Device struct {
 	MemoryMB     int     `json:"memory_mb"`
 	MemoryUsedMB int     `json:"memory_used_mb"`
 	Utilization  float64 `json:"utilization"` // percent, 0–100
+	TemperatureC int     `json:"temperature_c"`
 	Healthy      bool    `json:"healthy"`
+	// Problem says why an unhealthy device is out of service (an XID
+	// error, uncorrected ECC errors).
+	Problem string `json:"problem,omitempty"`
+}
+
+// Fault is a device failing: an inventory that can watch for failures
+// sends one as soon as the driver reports it.
+type Fault struct {
+	Index   int
+	UUID    string
+	Problem string
+}
+
+// Watcher is an Inventory that reports device failures as they happen
+// (NVML events); Devices then shows the device unhealthy for good.
+type Watcher interface {
+	Inventory
+	// Watch sends faults until ctx ends.
+	Watch(ctx context.Context, faults chan<- Fault)
 }
 
 // Inventory lists a machine's GPUs.

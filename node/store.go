@@ -16,6 +16,7 @@ import (
 	"github.com/pwmesh/pwmesh/cas/fsstore"
 	"github.com/pwmesh/pwmesh/cas/mirror"
 	"github.com/pwmesh/pwmesh/cas/seal"
+	"github.com/pwmesh/pwmesh/gpu"
 	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -148,3 +149,6 @@ func (n *Node) Blob(cid string) (scheduler.Blob, bool) { return n.fsm.Blob(cid) 
 
 // Dataset is a dataset's record, as this node's replica has it.
 func (n *Node) Dataset(id string) (scheduler.Dataset, bool) { return n.fsm.Dataset(id) }
+
+// GPUs is the node's GPU inventory (tests inject faults into a fake one).
+func (n *Node) GPUs() gpu.Inventory { return n.gpus }

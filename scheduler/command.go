@@ -33,6 +33,7 @@ const (
 	CmdForgetBlobs      CommandType = 18
 	CmdPutTenantKeys    CommandType = 19
 	CmdSetClusterConfig CommandType = 20
+	CmdUpdateGPUs       CommandType = 21
 )
 
 func (t CommandType) String() string {
@@ -77,6 +78,8 @@ func (t CommandType) String() string {
 		return "put_tenant_keys"
 	case CmdSetClusterConfig:
 		return "set_cluster_config"
+	case CmdUpdateGPUs:
+		return "update_gpus"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -206,6 +209,17 @@ type RegisterNode struct {
 	Node Node      `json:"node"`
 }
 
+// UpdateGPUs refreshes a node's GPU telemetry and health. It names the
+// same GPUs (by index) the node registered; the static fields (UUID, model,
+// memory size) are kept from the registration.
+type UpdateGPUs struct {
+	At   time.Time `json:"at"`
+	Node string    `json:"node"`
+	GPUs []GPU     `json:"gpus"`
+}
+
+func (UpdateGPUs) Type() CommandType { return CmdUpdateGPUs }
+
 // SetNodeState marks a node ready, down or left.
 type SetNodeState struct {
 	At    time.Time `json:"at"`
@@ -295,6 +309,8 @@ func Decode(b []byte) (Command, error) {
 		c = &PutTenantKeys{}
 	case CmdSetClusterConfig:
 		c = &SetClusterConfig{}
+	case CmdUpdateGPUs:
+		c = &UpdateGPUs{}
 	default:
 		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
 	}

@@ -76,7 +76,7 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"empty", nil, ErrPayloadBytes},
 		{"type zero", []byte{0, '{', '}'}, ErrUnknownCmd},
-		{"type after last", []byte{byte(CmdSetClusterConfig) + 1, '{', '}'}, ErrUnknownCmd},
+		{"type after last", []byte{byte(CmdUpdateGPUs) + 1, '{', '}'}, ErrUnknownCmd},
 		{"type 255", []byte{255}, ErrUnknownCmd},
 		{"bad json", []byte{byte(CmdSubmitJob), '{'}, ErrPayloadBytes},
 		{"trailing data", []byte{byte(CmdCancelJob), '{', '}', 'x'}, ErrPayloadBytes},

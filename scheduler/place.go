@@ -67,7 +67,9 @@ func Place(in PlaceInput) Plan {
 		}
 		f := &nodeFree{node: n, slots: n.Slots}
 		for _, g := range n.GPUs {
-			f.freeGPUs = append(f.freeGPUs, g.Index)
+			if g.Unhealthy == "" {
+				f.freeGPUs = append(f.freeGPUs, g.Index)
+			}
 			f.models = append(f.models, strings.ToLower(g.Model))
 		}
 		free = append(free, f)
@@ -201,7 +203,7 @@ func (f *nodeFree) matching(allowed []int, r Resources) []int {
 // fits reports whether GPU i of the node matches r; want is r.GPUModel in
 // lower case.
 func (f *nodeFree) fits(i int, r Resources, want string) bool {
-	return (want == "" || strings.Contains(f.models[i], want)) && (r.GPUMemoryMB <= 0 || f.node.GPUs[i].MemoryMB >= r.GPUMemoryMB)
+	return f.node.GPUs[i].Unhealthy == "" && (want == "" || strings.Contains(f.models[i], want)) && (r.GPUMemoryMB <= 0 || f.node.GPUs[i].MemoryMB >= r.GPUMemoryMB)
 }
 
 // pick chooses a node with room now: GPU jobs go to the node with the fewest

@@ -105,6 +105,8 @@ func (s *state) apply(idx uint64, c Command) (any, error) {
 		return s.putTenantKeys(c)
 	case *SetClusterConfig:
 		return s.setClusterConfig(c)
+	case *UpdateGPUs:
+		return s.updateGPUs(c)
 	}
 	return nil, fmt.Errorf("scheduler: apply %T: %w", c, ErrUnknownCmd)
 }
@@ -248,8 +250,12 @@ func (s *state) checkGPUs(j *Job, n *Node, gpus []int) error {
 		if slices.Contains(gpus[:i], g) {
 			return fmt.Errorf("GPU %d given twice", g)
 		}
-		if !slices.ContainsFunc(n.GPUs, func(x GPU) bool { return x.Index == g }) {
+		k := slices.IndexFunc(n.GPUs, func(x GPU) bool { return x.Index == g })
+		if k < 0 {
 			return fmt.Errorf("node has no GPU %d", g)
+		}
+		if why := n.GPUs[k].Unhealthy; why != "" {
+			return fmt.Errorf("GPU %d is out of service: %s", g, why)
 		}
 	}
 	if len(gpus) == 0 {
@@ -436,6 +442,32 @@ func (s *state) registerNode(c *RegisterNode) (any, error) {
 	n.UpdatedAt = c.At
 	s.nodes[n.ID] = &n
 	return cloneNode(&n), nil
+}
+
+func (s *state) updateGPUs(c *UpdateGPUs) (any, error) {
+	n, ok := s.nodes[c.Node]
+	if !ok {
+		return nil, fmt.Errorf("node %s: %w", c.Node, ErrNotFound)
+	}
+	if len(c.GPUs) != len(n.GPUs) {
+		return nil, fmt.Errorf("update gpus of %s: %w: %d GPUs, registered %d", c.Node, ErrInvalid, len(c.GPUs), len(n.GPUs))
+	}
+	byIndex := map[int]GPU{}
+	for _, g := range c.GPUs {
+		byIndex[g.Index] = g
+	}
+	for _, g := range n.GPUs {
+		if _, ok := byIndex[g.Index]; !ok {
+			return nil, fmt.Errorf("update gpus of %s: %w: GPU %d missing", c.Node, ErrInvalid, g.Index)
+		}
+	}
+	for i := range n.GPUs {
+		u := byIndex[n.GPUs[i].Index]
+		n.GPUs[i].Utilization, n.GPUs[i].MemoryUsedMB, n.GPUs[i].TemperatureC, n.GPUs[i].Unhealthy =
+			u.Utilization, u.MemoryUsedMB, u.TemperatureC, u.Unhealthy
+	}
+	n.UpdatedAt = c.At
+	return cloneNode(n), nil
 }
 
 func (s *state) setNodeState(c *SetNodeState) (any, error) {

@@ -207,6 +207,12 @@ type GPU struct {
 	Model       string  `json:"model"`
 	MemoryMB    int     `json:"memory_mb"`
 	Utilization float64 `json:"utilization"`
+	// Telemetry, refreshed by the node when it moves (not on every sample).
+	MemoryUsedMB int `json:"memory_used_mb,omitempty"`
+	TemperatureC int `json:"temperature_c,omitempty"`
+	// Unhealthy says why the GPU is out of service (an XID error, double-bit
+	// ECC errors); empty for a healthy GPU. Placement never uses one.
+	Unhealthy string `json:"unhealthy,omitempty"`
 }
 
 // Node roles and states.

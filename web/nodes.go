@@ -7,11 +7,16 @@ import (
 )
 
 type gpuView struct {
-	Index       int     `json:"index"`
-	Model       string  `json:"model"`
-	MemoryMB    int     `json:"memory_mb"`
-	Utilization float64 `json:"utilization"`
-	UUID        string  `json:"uuid"`
+	Index        int     `json:"index"`
+	Model        string  `json:"model"`
+	MemoryMB     int     `json:"memory_mb"`
+	Utilization  float64 `json:"utilization"`
+	UUID         string  `json:"uuid"`
+	MemoryUsedMB int     `json:"memory_used_mb"`
+	TemperatureC int     `json:"temperature_c"`
+	Healthy      bool    `json:"healthy"`
+	// Problem says why an unhealthy GPU is out of service.
+	Problem string `json:"problem,omitempty"`
 }
 
 type nodeView struct {
@@ -43,7 +48,8 @@ func (s *Server) listNodes(_ http.ResponseWriter, _ *http.Request, _ *caller) (a
 			v.Role = scheduler.RoleWorker
 		}
 		for _, g := range n.GPUs {
-			v.GPUs = append(v.GPUs, gpuView{Index: g.Index, Model: g.Model, MemoryMB: g.MemoryMB, Utilization: g.Utilization, UUID: g.UUID})
+			v.GPUs = append(v.GPUs, gpuView{Index: g.Index, Model: g.Model, MemoryMB: g.MemoryMB, Utilization: g.Utilization, UUID: g.UUID,
+				MemoryUsedMB: g.MemoryUsedMB, TemperatureC: g.TemperatureC, Healthy: g.Unhealthy == "", Problem: g.Unhealthy})
 		}
 		out.Nodes = append(out.Nodes, v)
 	}

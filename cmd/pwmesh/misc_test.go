@@ -23,7 +23,8 @@ func TestNodesTable(t *testing.T) {
 				{"id":"n1","region":"eu","role":"leader","state":"ready","gpus":[
 					{"index":0,"model":"A100-80GB","memory_mb":81920,"utilization":0,"uuid":"G0"},
 					{"index":1,"model":"A100-80GB","memory_mb":81920,"utilization":0,"uuid":"G1"},
-					{"index":2,"model":"T4-16GB","memory_mb":16384,"utilization":0,"uuid":"G2"}]},
+					{"index":2,"model":"T4-16GB","memory_mb":16384,"utilization":0,"uuid":"G2"},
+					{"index":3,"model":"T4-16GB","memory_mb":16384,"utilization":0,"uuid":"G3","healthy":false,"problem":"XID 79"}]},
 				{"id":"n2","region":"us","role":"worker","state":"down","gpus":[]}]}`)
 		},
 	})
@@ -31,7 +32,7 @@ func TestNodesTable(t *testing.T) {
 	r.wantCode(t, 0)
 	want := []string{
 		"ID REGION ROLE STATE GPUS",
-		"n1 eu leader ready 2xA100-80GB, 1xT4-16GB",
+		"n1 eu leader ready 2xA100-80GB, 1xT4-16GB, 1xT4-16GB (out of service)",
 		"n2 us worker down -",
 	}
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")

@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web/client"
 )
 
@@ -38,13 +37,16 @@ func (a *app) nodesCmd() *cobra.Command {
 
 // gpuSummary counts GPUs per model in order of first appearance:
 // "2xA100-80GB, 1xT4"; "-" for none.
-func gpuSummary(gpus []scheduler.GPU) string {
+func gpuSummary(gpus []client.GPU) string {
 	var models []string
 	count := map[string]int{}
 	for _, g := range gpus {
 		m := g.Model
 		if m == "" {
 			m = "GPU"
+		}
+		if g.Problem != "" {
+			m += " (out of service)"
 		}
 		if count[m] == 0 {
 			models = append(models, m)

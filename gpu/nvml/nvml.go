@@ -16,7 +16,12 @@ import (
 type Inventory struct {
 	mu  sync.Mutex
 	lib gonvml.Interface
+	// failed holds the devices an XID or ECC event took out of service,
+	// by index, for the life of the process.
+	failed map[int]string
 }
+
+var _ gpu.Watcher = (*Inventory)(nil)
 
 // Open initialises NVML; without a driver it returns an error wrapping
 // gpu.ErrUnavailable.
@@ -26,7 +31,7 @@ func open(lib gonvml.Interface) (*Inventory, error) {
 	if ret := lib.Init(); ret != gonvml.SUCCESS {
 		return nil, fmt.Errorf("%w: nvml init: %s", gpu.ErrUnavailable, lib.ErrorString(ret))
 	}
-	return &Inventory{lib: lib}, nil
+	return &Inventory{lib: lib, failed: map[int]string{}}, nil
 }
 
 // Devices lists the GPUs with their memory and utilisation now.
@@ -58,9 +63,95 @@ func (v *Inventory) Devices(context.Context) ([]gpu.Device, error) {
 		if u, ret := d.GetUtilizationRates(); ret == gonvml.SUCCESS {
 			dev.Utilization = float64(u.Gpu)
 		}
+		if t, ret := d.GetTemperature(gonvml.TEMPERATURE_GPU); ret == gonvml.SUCCESS {
+			dev.TemperatureC = int(t)
+		}
+		// Uncorrected (double-bit) ECC errors since the driver loaded: the
+		// memory can no longer be trusted. Devices without ECC say so.
+		if n, ret := d.GetTotalEccErrors(gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, gonvml.VOLATILE_ECC); ret == gonvml.SUCCESS && n > 0 {
+			dev.Healthy, dev.Problem = false, fmt.Sprintf("%d uncorrected ECC errors", n)
+		}
+		if why, ok := v.failed[i]; ok {
+			dev.Healthy, dev.Problem = false, why
+		}
+		if !dev.Healthy && dev.Problem == "" {
+			dev.Problem = "NVML cannot read its memory"
+		}
 		out = append(out, dev)
 	}
 	return out, nil
+}
+
+// ignoredXIDs are errors an application causes (a bad memory access, a
+// kernel killed, a watchdog on a user's kernel): they end that program,
+// not the device's usefulness.
+var ignoredXIDs = map[uint64]bool{13: true, 31: true, 43: true, 45: true, 68: true, 109: true}
+
+// eventWait bounds one wait for an NVML event, so that Watch notices ctx.
+const eventWait = 500 // ms
+
+// Watch registers for XID and double-bit ECC events on every device and
+// sends a Fault for each one that takes a device out of service, until ctx
+// ends. Without event support it returns at once (Devices' ECC counters
+// still tell).
+func (v *Inventory) Watch(ctx context.Context, faults chan<- gpu.Fault) {
+	v.mu.Lock()
+	set, ret := v.lib.EventSetCreate()
+	if ret != gonvml.SUCCESS {
+		v.mu.Unlock()
+		return
+	}
+	defer set.Free()
+	n, ret := v.lib.DeviceGetCount()
+	if ret != gonvml.SUCCESS {
+		v.mu.Unlock()
+		return
+	}
+	uuids := map[string]int{}
+	for i := range n {
+		d, ret := v.lib.DeviceGetHandleByIndex(i)
+		if ret != gonvml.SUCCESS {
+			continue
+		}
+		if u, ret := d.GetUUID(); ret == gonvml.SUCCESS {
+			uuids[u] = i
+		}
+		// A device that supports neither event is watched through its
+		// counters only.
+		_ = d.RegisterEvents(gonvml.EventTypeXidCriticalError|gonvml.EventTypeDoubleBitEccError, set)
+	}
+	v.mu.Unlock()
+	for ctx.Err() == nil {
+		e, ret := set.Wait(eventWait)
+		if ret == gonvml.ERROR_TIMEOUT {
+			continue
+		}
+		if ret != gonvml.SUCCESS {
+			return
+		}
+		var problem string
+		switch {
+		case e.EventType&gonvml.EventTypeDoubleBitEccError != 0:
+			problem = "double-bit ECC error"
+		case e.EventType&gonvml.EventTypeXidCriticalError != 0 && !ignoredXIDs[e.EventData]:
+			problem = fmt.Sprintf("XID %d", e.EventData)
+		default:
+			continue
+		}
+		uuid, _ := e.Device.GetUUID()
+		idx, ok := uuids[uuid]
+		if !ok {
+			continue
+		}
+		v.mu.Lock()
+		v.failed[idx] = problem
+		v.mu.Unlock()
+		select {
+		case faults <- gpu.Fault{Index: idx, UUID: uuid, Problem: problem}:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Close shuts NVML down.

@@ -22,3 +22,6 @@ func (*Inventory) Devices(context.Context) ([]gpu.Device, error) { return nil, n
 
 // Close does nothing.
 func (*Inventory) Close() error { return nil }
+
+// Watch reports nothing.
+func (*Inventory) Watch(context.Context, chan<- gpu.Fault) {}

@@ -86,6 +86,7 @@ type Config struct {
 
 // Reasons a run is stopped; they decide what is reported.
 var (
+	errGPUFailed = errors.New("GPU out of service")
 	errLeaseLost = errors.New("lease lost")
 	errCancelled = errors.New("cancelled by request")
 	errShutdown  = errors.New("node shutting down")
@@ -93,6 +94,7 @@ var (
 
 type run struct {
 	token  uint64
+	gpus   []int // the lease's GPU indices
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 }
@@ -185,6 +187,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// StopForGPU stops the running jobs that hold GPU index and hands them back
+// to the queue once their processes are gone (the GPU failed). It returns
+// how many it stopped.
+func (w *Worker) StopForGPU(index int, problem string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for id, r := range w.running {
+		if slices.Contains(r.gpus, index) {
+			w.cfg.Logger.Warn("worker: stopping a job: its GPU failed", "job_id", id, "gpu", index, "problem", problem)
+			r.cancel(fmt.Errorf("GPU %d failed (%s): %w", index, problem, errGPUFailed))
+			n++
+		}
+	}
+	return n
+}
+
 // ErrAbandon, as the cause of Run's context, makes the worker stop its jobs
 // without handing them back, as a crash would (tests use it); the leader
 // requeues them when their lease runs out.
@@ -245,7 +264,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			continue
 		}
 		rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-		r := &run{token: j.Lease.Token, cancel: cancel, done: make(chan struct{})}
+		r := &run{token: j.Lease.Token, gpus: slices.Clone(j.Lease.GPUs), cancel: cancel, done: make(chan struct{})}
 		w.running[id] = r
 		w.wg.Add(1)
 		go func() {
@@ -390,16 +409,20 @@ func (w *Worker) stopped(j scheduler.Job, log *slog.Logger, cause error) {
 	switch {
 	case errors.Is(cause, errCancelled):
 		w.finish(context.Background(), j, scheduler.StateCancelled, nil, &scheduler.JobError{Code: "cancelled", Message: "cancelled by request"})
-	case errors.Is(cause, errShutdown):
+	case errors.Is(cause, errShutdown), errors.Is(cause, errGPUFailed):
+		reason := fmt.Sprintf("node %s shut down while running it; requeued", w.cfg.NodeID)
+		if errors.Is(cause, errGPUFailed) {
+			reason = fmt.Sprintf("%v on node %s while it ran; requeued", cause, w.cfg.NodeID)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := w.w.Apply(ctx, &scheduler.RequeueJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, Voluntary: true,
-			Reason: fmt.Sprintf("node %s shut down while running it; requeued", w.cfg.NodeID)})
+		// The process is gone: handing the job back cannot make it run twice.
+		_, err := w.w.Apply(ctx, &scheduler.RequeueJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, Voluntary: true, Reason: reason})
 		if err != nil {
-			log.Warn("worker: hand back on shutdown", "err", err)
+			log.Warn("worker: hand back", "err", err, "why", cause)
 			return
 		}
-		log.Info("job handed back")
+		log.Info("job handed back", "why", cause)
 	default:
 		log.Info("job stopped: lease lost")
 	}

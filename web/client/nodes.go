@@ -3,19 +3,31 @@ package client
 import (
 	"context"
 	"net/http"
-
-	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // Node is one entry of GET /nodes (CONTRACT.md §3). Role is
 // scheduler.RoleLeader, RoleFollower or RoleWorker; State is
 // scheduler.NodeReady, NodeDown or NodeLeft.
 type Node struct {
-	ID     string          `json:"id"`
-	Region string          `json:"region"`
-	Role   string          `json:"role"`
-	State  string          `json:"state"`
-	GPUs   []scheduler.GPU `json:"gpus"`
+	ID     string `json:"id"`
+	Region string `json:"region"`
+	Role   string `json:"role"`
+	State  string `json:"state"`
+	GPUs   []GPU  `json:"gpus"`
+}
+
+// GPU is one device of a node in GET /nodes, with its latest telemetry.
+type GPU struct {
+	Index        int     `json:"index"`
+	UUID         string  `json:"uuid"`
+	Model        string  `json:"model"`
+	MemoryMB     int     `json:"memory_mb"`
+	Utilization  float64 `json:"utilization"`
+	MemoryUsedMB int     `json:"memory_used_mb"`
+	TemperatureC int     `json:"temperature_c"`
+	Healthy      bool    `json:"healthy"`
+	// Problem says why an unhealthy GPU is out of service.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Nodes returns the members of the mesh.
