@@ -216,28 +216,32 @@ func (s *Storage) Keep(ctx context.Context, ref cas.Ref, kind string) error {
 	s.up.enqueue(ref.CID)
 	wait := 100 * time.Millisecond
 	for {
-		changed := s.state.Watch()
-		err := s.state.Durable(c)
-		if err == nil {
-			return nil
-		}
-		b, ok := s.state.Blob(c)
-		if ok {
-			s.replicateOnce(ctx, b)
-		}
 		if s.state.Durable(c) == nil {
 			return nil
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return fmt.Errorf("storage: keep %s: %w (%v)", c, ctx.Err(), err)
-		case <-changed:
-		case <-timer.C:
-			wait = min(2*wait, 5*time.Second)
+		if b, ok := s.state.Blob(c); ok {
+			s.replicateOnce(ctx, b)
 		}
-		timer.Stop()
+		// Until the next attempt, every change of the state may be the one
+		// that makes it durable (a copy recorded, a dead node declared).
+		timer := time.NewTimer(wait)
+		for waiting := true; waiting; {
+			changed := s.state.Watch()
+			err := s.state.Durable(c)
+			if err == nil {
+				timer.Stop()
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return fmt.Errorf("storage: keep %s: %w (%v)", c, ctx.Err(), err)
+			case <-changed:
+			case <-timer.C:
+				waiting = false
+			}
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
