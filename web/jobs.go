@@ -26,11 +26,14 @@ const (
 	TypeReconstruct             = "reconstruct"
 	TypeCalibrateAndReconstruct = "calibrate_and_reconstruct"
 	TypeGenerateDataset         = "generate_dataset"
+	// TypeGPUSelfTest (an extension) checks a GPU with a timed matrix
+	// product; it needs a GPU and no dataset.
+	TypeGPUSelfTest = "gpu_selftest"
 )
 
 func validType(t string) bool {
 	switch t {
-	case TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct, TypeGenerateDataset:
+	case TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct, TypeGenerateDataset, TypeGPUSelfTest:
 		return true
 	}
 	return false
@@ -99,7 +102,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, c *caller) (a
 func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 	if !validType(req.Type) {
 		return scheduler.Job{}, badRequest("unknown_job_type",
-			"type %q is not one of calibrate, reconstruct, calibrate_and_reconstruct, generate_dataset", req.Type)
+			"type %q is not one of calibrate, reconstruct, calibrate_and_reconstruct, generate_dataset, gpu_selftest", req.Type)
 	}
 	params := req.Params
 	if t := bytes.TrimSpace(params); len(t) == 0 || bytes.Equal(t, []byte("null")) {
@@ -116,8 +119,11 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 			return scheduler.Job{}, &Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 		}
 	}
-	if req.Dataset == "" && req.Type != TypeGenerateDataset {
+	if req.Dataset == "" && req.Type != TypeGenerateDataset && req.Type != TypeGPUSelfTest {
 		return scheduler.Job{}, badRequest("dataset_required", "a %s job needs a dataset", req.Type)
+	}
+	if req.Type == TypeGPUSelfTest && (req.Resources.GPUs < 1 || req.Dataset != "") {
+		return scheduler.Job{}, badRequest("invalid_resources", "a gpu_selftest job needs resources.gpus of at least 1 and no dataset")
 	}
 	if req.Dataset != "" {
 		d, ok := s.deps.State.Dataset(req.Dataset)

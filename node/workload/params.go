@@ -26,6 +26,9 @@ const (
 	TypeReconstruct             = "reconstruct"
 	TypeCalibrateAndReconstruct = "calibrate_and_reconstruct"
 	TypeGenerateDataset         = "generate_dataset"
+	// TypeGPUSelfTest multiplies matrices on the job's GPU with PyTorch and
+	// checks the result: a burn-in and health check for GPU nodes.
+	TypeGPUSelfTest = "gpu_selftest"
 )
 
 // ValidType reports whether t is one of the four job types.
@@ -50,6 +53,14 @@ const (
 	DefaultIterations   = 150
 	DefaultLambda       = 0.01
 	DefaultSeverity     = "moderate"
+	DefaultMatrix       = 4096
+	DefaultRepeats      = 20
+)
+
+// Bounds of gpu_selftest.
+const (
+	minMatrix, maxMatrix = 256, 16384
+	maxRepeats           = 1000
 )
 
 // Params are a job's workload parameters. Only the fields that apply to the
@@ -69,6 +80,9 @@ type Params struct {
 	Noise      float64  `json:"noise,omitempty"`
 	Iterations int      `json:"iterations,omitempty"`
 	Lambda     float64  `json:"lambda,omitempty"`
+	// Matrix and Repeats size gpu_selftest's matrix product.
+	Matrix  int `json:"matrix,omitempty"`
+	Repeats int `json:"repeats,omitempty"`
 }
 
 // Severity presets: the true (gain, bias) of each mismatch level.
@@ -90,6 +104,7 @@ var applicable = map[string][]string{
 	TypeCalibrate:               {"seed"},
 	TypeReconstruct:             {"iterations", "lambda", "gain", "bias"},
 	TypeCalibrateAndReconstruct: {"seed", "iterations", "lambda"},
+	TypeGPUSelfTest:             {"matrix", "repeats"},
 }
 
 var allKeys = func() map[string]bool {
@@ -123,6 +138,10 @@ func DefaultParams(jobType string) Params {
 			p.Iterations = DefaultIterations
 		case "lambda":
 			p.Lambda = DefaultLambda
+		case "matrix":
+			p.Matrix = DefaultMatrix
+		case "repeats":
+			p.Repeats = DefaultRepeats
 		}
 	}
 	return p
@@ -174,6 +193,14 @@ func ParseParams(jobType string, raw json.RawMessage) (Params, error) {
 			var n int64
 			n, err = intValue(k, v)
 			p.Iterations = int(min(max(n, math.MinInt32), math.MaxInt32))
+		case "matrix":
+			var n int64
+			n, err = intValue(k, v)
+			p.Matrix = int(min(max(n, math.MinInt32), math.MaxInt32))
+		case "repeats":
+			var n int64
+			n, err = intValue(k, v)
+			p.Repeats = int(min(max(n, math.MinInt32), math.MaxInt32))
 		case "sampling":
 			p.Sampling, err = floatValue(k, v)
 		case "noise":
@@ -213,7 +240,7 @@ func ParseParams(jobType string, raw json.RawMessage) (Params, error) {
 }
 
 func types() []string {
-	return []string{TypeGenerateDataset, TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct}
+	return []string{TypeGenerateDataset, TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct, TypeGPUSelfTest}
 }
 
 // number returns a bare JSON number (not a quoted one, not null).
@@ -288,6 +315,14 @@ func (p Params) Validate(jobType string) error {
 		case "iterations":
 			if p.Iterations < 1 || p.Iterations > maxIterations {
 				return invalid("iterations must be between 1 and %d", maxIterations)
+			}
+		case "matrix":
+			if p.Matrix < minMatrix || p.Matrix > maxMatrix {
+				return invalid("matrix must be between %d and %d", minMatrix, maxMatrix)
+			}
+		case "repeats":
+			if p.Repeats < 1 || p.Repeats > maxRepeats {
+				return invalid("repeats must be between 1 and %d", maxRepeats)
 			}
 		case "lambda":
 			if !(p.Lambda >= 0) || math.IsInf(p.Lambda, 0) {

@@ -71,6 +71,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 		err = j.reconstruct()
 	case TypeCalibrateAndReconstruct:
 		err = j.calibrateAndReconstruct()
+	case TypeGPUSelfTest:
+		j.res.SpecID = "gpu_selftest_matmul"
+		err = j.gpuSelfTest()
 	}
 	if err != nil {
 		return nil, err
