@@ -134,9 +134,10 @@ func (p *Process) Run(ctx context.Context, t Task) error {
 }
 
 // childEnv keeps the parts of the node's environment a job may see: no
-// PWMESH_* settings (the bootstrap token among them), no credentials.
+// PWMESH_* settings (the bootstrap token among them) but PWMESH_PYTHON (the
+// interpreter gpu_selftest uses), no credentials.
 func childEnv(env []string) []string {
-	keep := []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES"}
+	keep := []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES", "PWMESH_PYTHON"}
 	var out []string
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
