@@ -154,21 +154,49 @@ func (s *Storage) openPeer(ctx context.Context, node string, c cid.Cid) (io.Read
 }
 
 // ServeBlob answers BlobProtocol from this node's own disk only (a request
-// never fans out), re-hashing a copy not checked lately so that a corrupt
-// copy is never sent.
+// never fans out). The copy is re-hashed as it is sent, not before (the
+// receiver re-hashes too): a copy found damaged at the end is removed and
+// its record dropped, and the stream ends in an error instead of a clean
+// close, so the receiver never takes it for whole.
 func (s *Storage) ServeBlob(ctx context.Context, _ string, req []byte) (io.ReadCloser, error) {
 	c, err := cas.ParseCID(string(req))
 	if err != nil {
 		return nil, err
 	}
-	if err := s.verifyLocal(ctx, c); err != nil {
-		if errors.Is(err, cas.ErrCorrupt) {
-			s.log.Error("storage: corrupt copy on disk; removing it", "cid", c.String(), "err", err)
-			_ = s.cfg.Local.Delete(ctx, c)
-			s.dropHeld(context.WithoutCancel(ctx), c, "corrupt copy on disk")
-			return nil, fmt.Errorf("storage: %s: %w", c, cas.ErrNotFound)
-		}
+	f, err := s.cfg.Local.Open(ctx, c)
+	if err != nil {
 		return nil, err
 	}
-	return s.cfg.Local.Open(ctx, c)
+	return &verifyingReader{f: f, h: cas.NewHasher(), want: c, onCorrupt: func(err error) {
+		s.log.Error("storage: corrupt copy on disk found while sending it; removing it", "cid", c.String(), "err", err)
+		bg := context.WithoutCancel(ctx)
+		_ = s.cfg.Local.Delete(bg, c)
+		s.dropHeld(bg, c, "corrupt copy on disk")
+	}}, nil
 }
+
+// verifyingReader hashes what it reads and, at the end, refuses content
+// that does not match want.
+type verifyingReader struct {
+	f         cas.File
+	h         *cas.Hasher
+	want      cid.Cid
+	onCorrupt func(error)
+	done      bool
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.f.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF && !v.done {
+		v.done = true
+		if got := v.h.Ref(); !got.CID.Equals(v.want) {
+			cerr := fmt.Errorf("storage: %s hashes to %s: %w", v.want, got.CID, cas.ErrCorrupt)
+			v.onCorrupt(cerr)
+			return n, cerr
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.f.Close() }

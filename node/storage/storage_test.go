@@ -478,3 +478,34 @@ func TestLocalCopiesAreIndexed(t *testing.T) {
 		t.Fatalf("local copy not indexed: %+v", b)
 	}
 }
+
+// TestServeBlobNeverPassesACorruptCopy: a damaged copy sent to a peer ends
+// in an error, not a clean end, and is removed.
+func TestServeBlobNeverPassesACorruptCopy(t *testing.T) {
+	t.Parallel()
+	keys, _ := seal.NewKeyring(masterKey("m1"))
+	f := newFixture(t, keys)
+	ctx := t.Context()
+	content := randomBytes(50_000)
+	ref, err := f.local.Put(ctx, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := f.s.ServeBlob(ctx, "peer", []byte(ref.CID.String()))
+	if got := readAll(t)(rc, err); !bytes.Equal(got, content) {
+		t.Fatal("a good copy was not sent whole")
+	}
+	corrupt(t, f.local, ref)
+	rc, err = f.s.ServeBlob(ctx, "peer", []byte(ref.CID.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(rc)
+	rc.Close()
+	if !errors.Is(err, cas.ErrCorrupt) {
+		t.Fatalf("sending a damaged copy ended with %v", err)
+	}
+	if has, _ := f.local.Has(ctx, ref.CID); has {
+		t.Fatal("the damaged copy was kept")
+	}
+}
