@@ -11,12 +11,38 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 BENCH     ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench vet fmt clean gpu-check
+# The docker executor's image for jobs that name none (docs/executors.md).
+WORKLOAD_IMAGE ?= pwmesh-workload:latest
+
+.PHONY: all build workload-image run test test-short bench vet fmt clean gpu-check
 
 all: build
 
+# bin/pwmesh (with cgo, for NVML), bin/pwmesh-static (CGO_ENABLED=0, what
+# runs inside containers) and, when a Docker engine answers, the workload
+# image built FROM scratch from the static binary.
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pwmesh ./cmd/pwmesh
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS) -s -w" -o bin/pwmesh-static ./cmd/pwmesh
+	@$(MAKE) --no-print-directory workload-image
+
+# Without Docker this says so and succeeds: nodes then run jobs as
+# processes (or build the image themselves once an engine is there). The
+# label lets a node see that the image matches its bin/pwmesh-static.
+workload-image:
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "workload image: no Docker engine answers here; skipped (jobs will run as processes)"; \
+	else \
+	  rm -rf bin/workload-image && mkdir -p bin/workload-image && \
+	  cp bin/pwmesh-static bin/workload-image/pwmesh-static && \
+	  docker build -q -f build/workload/Dockerfile -t $(WORKLOAD_IMAGE) \
+	    --label pwmesh.image=workload \
+	    --label pwmesh.workload.sha256=$$(sha256sum bin/pwmesh-static | cut -d' ' -f1) \
+	    bin/workload-image >/dev/null && \
+	  rm -rf bin/workload-image && \
+	  { docker image prune -f --filter label=pwmesh.image=workload >/dev/null || true; } && \
+	  echo "workload image: built $(WORKLOAD_IMAGE) FROM scratch from bin/pwmesh-static"; \
+	fi
 
 # A one-node mesh with embedded defaults; Ctrl-C leaves cleanly.
 run: build
@@ -25,8 +51,9 @@ run: build
 vet:
 	$(GO) vet ./...
 
-# Every test, with the race detector and a shuffled order.
-test: vet
+# Every test, with the race detector and a shuffled order. It builds first:
+# the docker executor's tests then find the static build cached.
+test: vet build
 	$(GO) test -race -shuffle=on -timeout 20m ./...
 
 test-short:
@@ -44,16 +71,8 @@ clean:
 # On a machine with an NVIDIA GPU: start a dev node with --gpus auto, show
 # the inventory NVML gives (GET /nodes) and run a one-GPU job on it. It uses
 # bin/pwmesh as built (the machine needs no Go toolchain).
-GPU_CHECK_DIR ?= /tmp/pwmesh-gpu-check
+# On a machine with an NVIDIA GPU (docs/gpu.md): inventory, telemetry, a
+# gpu_selftest job (PyTorch matrix product on the job's GPU), a workload job
+# on a GPU, GPU-minutes in the usage.
 gpu-check:
-	@test -x bin/pwmesh || { echo "bin/pwmesh is missing: run make build first"; exit 1; }
-	@bash -c 'set -u; d=$(GPU_CHECK_DIR); rm -rf $$d; mkdir -p $$d; \
-	  (nvidia-smi -L || echo "nvidia-smi: not found"); \
-	  ./bin/pwmesh agent --dev --gpus auto --data-dir $$d/data --http 127.0.0.1:18080 --p2p-port 0 --gossip-port 0 >$$d/out.log 2>$$d/agent.log & pid=$$!; \
-	  trap "kill $$pid 2>/dev/null" EXIT; \
-	  for i in $$(seq 1 60); do grep -q "Admin token" $$d/out.log && break; sleep 0.5; done; \
-	  export PWMESH_ADDR=http://127.0.0.1:18080 PWMESH_TOKEN=$$(cat $$d/data/bootstrap-token); \
-	  ./bin/pwmesh nodes --json; \
-	  id=$$(./bin/pwmesh job submit --type generate_dataset --param size=32 --gpus 1); \
-	  ./bin/pwmesh job wait $$id --timeout 60s; rc=$$?; ./bin/pwmesh job get $$id; \
-	  grep -i "gpus\|nvml" $$d/agent.log | head -5; exit $$rc'
+	@GPU_CHECK_DIR=$${GPU_CHECK_DIR:-/tmp/pwmesh-gpu-check} bash scripts/gpu-check.sh

@@ -50,6 +50,9 @@ type Config struct {
 	// FastTimings tunes gossip for tests on one machine (failure detection
 	// in well under a second).
 	FastTimings bool `json:"fast_timings"`
+	// WorkloadImage is the docker executor's image for jobs that name
+	// none (default pwmesh-workload:latest, built from bin/pwmesh-static).
+	WorkloadImage string `json:"workload_image"`
 
 	// Set by the binary, not by users.
 	Version   string          `json:"-"`

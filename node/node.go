@@ -30,6 +30,7 @@ import (
 	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/node/worker"
+	"github.com/pwmesh/pwmesh/node/worker/docker"
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web"
@@ -61,6 +62,7 @@ type Node struct {
 	listener net.Listener
 
 	claims        *claimMetrics
+	gpuMetrics    *gpuMetrics
 	registered    chan struct{}
 	regOnce       sync.Once
 	memberChanged chan struct{}
@@ -165,6 +167,7 @@ func New(cfg Config) (*Node, error) {
 	n.mesh.HandleStream(LogProtocol, serveLog(n.worker))
 	n.registerMetrics()
 	n.claims = newClaimMetrics(n.registry)
+	n.gpuMetrics = newGPUMetrics(n.registry)
 	ok = true
 	return n, nil
 }
@@ -266,17 +269,64 @@ func (n *Node) openRaft() error {
 	return nil
 }
 
+// executor picks how jobs run: --executor process or docker, or by
+// default docker when an engine answers and the workload image exists or
+// can be built from the static binary beside this one, else process.
 func (n *Node) executor() (worker.Executor, error) {
+	proc := &worker.Process{Binary: n.cfg.Binary, Args: n.cfg.ChildArgs, Env: n.cfg.ChildEnv}
+	explicit := n.cfg.Executor == "docker"
 	switch n.cfg.Executor {
-	case "docker":
-		return nil, errors.New("--executor docker is not available in this build yet; use --executor process")
-	case "", "process":
-		if n.cfg.Executor == "" {
-			n.log.Info("executor: process (the docker executor is not available in this build yet)")
-		}
-		return &worker.Process{Binary: n.cfg.Binary, Args: n.cfg.ChildArgs, Env: n.cfg.ChildEnv}, nil
+	case "process":
+		return proc, nil
+	case "", "docker":
+	default:
+		return nil, fmt.Errorf("unknown executor %q", n.cfg.Executor)
 	}
-	return nil, fmt.Errorf("unknown executor %q", n.cfg.Executor)
+	bin := n.cfg.Binary
+	if bin == "" {
+		bin, _ = os.Executable()
+	}
+	static := filepath.Join(filepath.Dir(bin), docker.StaticBinaryName)
+	d, err := docker.New(docker.Config{NodeID: n.id, WorkloadImage: n.cfg.WorkloadImage, WorkloadBinary: static, Logger: n.log})
+	if err != nil {
+		if explicit {
+			return nil, fmt.Errorf("--executor docker: %w", err)
+		}
+		n.log.Info("executor: process (the Docker engine's address is not usable)", "err", err)
+		return proc, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	err = d.Ping(pctx)
+	pcancel()
+	if err != nil {
+		if explicit {
+			return nil, fmt.Errorf("--executor docker: no Docker engine answers (%v): start Docker, set DOCKER_HOST=unix:///path/to/docker.sock, or use --executor process", err)
+		}
+		n.log.Info("executor: process (no Docker engine answers)", "err", err)
+		return proc, nil
+	}
+	if err := d.EnsureImage(ctx, static); err != nil {
+		if explicit {
+			return nil, fmt.Errorf("--executor docker: %w", err)
+		}
+		n.log.Info("executor: process (a Docker engine answers, but the workload image is missing and cannot be built)", "image", d.WorkloadImage(), "err", err)
+		return proc, nil
+	}
+	// Containers an earlier life of this node left behind go before any
+	// job starts here.
+	if k, err := d.CleanOrphans(ctx); err != nil {
+		n.log.Warn("executor: remove containers left by an earlier run", "err", err)
+	} else if k > 0 {
+		n.log.Info("executor: removed containers left by an earlier run", "count", k)
+	}
+	why := "--executor docker"
+	if !explicit {
+		why = "a Docker engine answers and the workload image is ready"
+	}
+	n.log.Info("executor: docker", "image", d.WorkloadImage(), "why", why)
+	return d, nil
 }
 
 func openGPUs(spec, seed string, log *slog.Logger) (gpu.Inventory, error) {
@@ -422,6 +472,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	bg.Go(func() { n.storage.Run(runCtx) })
+	bg.Go(func() { n.watchGPUs(runCtx) })
 	bg.Go(func() { n.join(runCtx) })
 	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
 	bg.Go(func() { n.register(runCtx) })
@@ -682,9 +733,7 @@ func (n *Node) registration() *scheduler.RegisterNode {
 	}
 	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
 		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, Incarnation: n.incarnation}
-	for _, d := range devs {
-		node.GPUs = append(node.GPUs, scheduler.GPU{Index: d.Index, UUID: d.UUID, Model: d.Model, MemoryMB: d.MemoryMB, Utilization: d.Utilization})
-	}
+	node.GPUs = toSchedulerGPUs(devs)
 	return &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}
 }
 

@@ -1,0 +1,487 @@
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pwmesh/pwmesh/node/worker"
+)
+
+// Labels on what the executor creates.
+const (
+	LabelNode = "pwmesh.node" // every container: the node that runs it
+	LabelJob  = "pwmesh.job"  // every container: its job
+	// LabelImage is "workload" on the built-in workload's image.
+	LabelImage = "pwmesh.image"
+	// LabelBinary on the workload image: the SHA-256 of the static binary
+	// it was built from, so that a node rebuilds an image that is stale.
+	LabelBinary = "pwmesh.workload.sha256"
+	// LabelNetwork on a job's image asks for network ("bridge"); it is
+	// granted only where Config.AllowNetwork is set.
+	LabelNetwork = "pwmesh.network"
+)
+
+// Defaults.
+const (
+	DefaultWorkloadImage = "pwmesh-workload:latest"
+	// StaticBinaryName is the static (CGO_ENABLED=0) pwmesh binary that
+	// `make build` puts beside bin/pwmesh; the workload image is built
+	// from it.
+	StaticBinaryName  = "pwmesh-static"
+	DefaultMemory     = 4 << 30  // bytes
+	DefaultCPUs       = 1.0      // CPUs
+	DefaultPids       = 512      // processes and threads
+	DefaultTmpfsBytes = 64 << 20 // bytes
+)
+
+// Where the job directory appears in a container.
+const (
+	ContainerRoot = "/pwm"
+	containerTmp  = "/tmp"
+	// nobody:nogroup: no user a host file belongs to.
+	containerUser = "65534:65534"
+)
+
+// ErrImageMissing: a job's image is not on this node. Images are never
+// pulled by the executor.
+var ErrImageMissing = errors.New("docker: image missing")
+
+// Config configures the docker executor. The zero value of every field but
+// NodeID is a working default.
+type Config struct {
+	// NodeID labels every container, so that a restarted node finds and
+	// removes what an earlier life of it left (required).
+	NodeID string
+	// Host is the engine's address: unix:///path or tcp://host:port
+	// (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
+	Host string
+	// WorkloadImage runs jobs that name no image (default
+	// pwmesh-workload:latest).
+	WorkloadImage string
+	// WorkloadBinary is the static pwmesh binary the workload image is
+	// built from when it is missing (default: pwmesh-static beside this
+	// executable).
+	WorkloadBinary string
+	// AllowNetwork lets a job image labelled pwmesh.network=bridge run on
+	// the engine's default bridge network. Off: every container runs with
+	// no network at all. The built-in workload never gets network.
+	AllowNetwork bool
+	// Memory limits each container's memory in bytes, swap included
+	// (default 4 GiB).
+	Memory int64
+	// CPUs limits each container's CPU time, in CPUs (default 1).
+	CPUs float64
+	// Pids limits each container's processes and threads (default 512).
+	Pids int64
+	// TmpfsBytes sizes the tmpfs at /tmp, the only writable place besides
+	// /pwm/output; it counts against Memory (default 64 MiB).
+	TmpfsBytes int64
+	// KillTimeout bounds the wait for a killed container to stop and for
+	// the engine's cleanup calls (default 30 s).
+	KillTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Executor runs each task in its own locked-down container.
+type Executor struct {
+	cfg     Config
+	c       *client
+	log     *slog.Logger
+	buildMu sync.Mutex // one image build at a time
+}
+
+var _ worker.Executor = (*Executor)(nil)
+
+// New validates cfg; it does not contact the engine (see Ping).
+func New(cfg Config) (*Executor, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("docker: NodeID is required")
+	}
+	if cfg.WorkloadImage == "" {
+		cfg.WorkloadImage = DefaultWorkloadImage
+	}
+	if cfg.WorkloadBinary == "" {
+		if exe, err := os.Executable(); err == nil {
+			cfg.WorkloadBinary = filepath.Join(filepath.Dir(exe), StaticBinaryName)
+		}
+	}
+	if cfg.Memory <= 0 {
+		cfg.Memory = DefaultMemory
+	}
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = DefaultCPUs
+	}
+	if cfg.Pids <= 0 {
+		cfg.Pids = DefaultPids
+	}
+	if cfg.TmpfsBytes <= 0 {
+		cfg.TmpfsBytes = DefaultTmpfsBytes
+	}
+	if cfg.KillTimeout <= 0 {
+		cfg.KillTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := newClient(cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	return &Executor{cfg: cfg, c: c, log: cfg.Logger}, nil
+}
+
+// Name is "docker".
+func (e *Executor) Name() string { return "docker" }
+
+// WorkloadImage is the image of jobs that name none.
+func (e *Executor) WorkloadImage() string { return e.cfg.WorkloadImage }
+
+// Ping reports whether the engine answers and speaks API 1.41 or newer.
+func (e *Executor) Ping(ctx context.Context) error { return e.c.ping(ctx) }
+
+// HasImage reports whether the engine holds image name.
+func (e *Executor) HasImage(ctx context.Context, name string) (bool, error) {
+	_, err := e.c.imageInspect(ctx, name)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// CleanOrphans removes every container labelled with this node's ID: what
+// an earlier life of the node left when it died. Call it when the node
+// starts, before any job runs here. It returns how many it removed.
+func (e *Executor) CleanOrphans(ctx context.Context) (int, error) {
+	cs, err := e.c.containerList(ctx, LabelNode+"="+e.cfg.NodeID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, c := range cs {
+		if err := e.c.containerRemove(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		e.log.Info("docker: removed a container left by an earlier run", "job_id", c.Labels[LabelJob], "container", shortID(c.ID))
+	}
+	return n, errors.Join(errs...)
+}
+
+// Run runs t in a new container and removes the container afterwards. It
+// returns nil on a zero exit, worker.ErrTimeout when the container was
+// killed at t.Timeout, ctx's error when ctx ended first (the container is
+// killed), or *worker.ExitError.
+func (e *Executor) Run(ctx context.Context, t worker.Task) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	logw := t.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	runCtx, cancel := context.WithTimeout(ctx, t.Timeout)
+	defer cancel()
+	// stopped says why a run whose runCtx ended stopped.
+	stopped := func(err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case runCtx.Err() != nil:
+			return worker.ErrTimeout
+		}
+		return err
+	}
+	root, err := filepath.Abs(t.Root)
+	if err != nil {
+		return fmt.Errorf("docker: job directory: %w", err)
+	}
+	builtin := t.Image == ""
+	image := t.Image
+	if builtin {
+		image = e.cfg.WorkloadImage
+	}
+	img, err := e.image(runCtx, image, builtin)
+	if err != nil {
+		return stopped(err)
+	}
+	network := "none"
+	if want := img.Config.Labels[LabelNetwork]; want != "" && !builtin {
+		if want == "bridge" && e.cfg.AllowNetwork {
+			network = "bridge"
+		} else {
+			fmt.Fprintf(logw, "note: image %s asks for network %q; this node runs jobs without network\n", image, want)
+		}
+	}
+	if err := prepareDirs(root, builtin); err != nil {
+		return fmt.Errorf("docker: prepare %s: %w", root, err)
+	}
+	cfg := e.containerConfig(t, root, image, network, builtin)
+	// A VOLUME of the image would be an anonymous volume on the engine's
+	// disk, writable and unbounded: a small tmpfs takes its place.
+	for v := range img.Config.Volumes {
+		v = path.Clean(v)
+		_, ok := cfg.HostConfig.Tmpfs[v]
+		if ok || slices.ContainsFunc(cfg.HostConfig.Mounts, func(m mount) bool { return m.Target == v }) {
+			continue
+		}
+		cfg.HostConfig.Tmpfs[v] = tmpfsOptions(e.cfg.TmpfsBytes)
+	}
+	return e.run(ctx, runCtx, t.JobID, cfg, logw, stopped)
+}
+
+// image inspects an image; the built-in one is built when missing.
+func (e *Executor) image(ctx context.Context, name string, builtin bool) (imageInfo, error) {
+	img, err := e.c.imageInspect(ctx, name)
+	if !errors.Is(err, ErrNotFound) {
+		return img, err
+	}
+	if !builtin {
+		return img, fmt.Errorf("%w: %s is not on this node, and images are never pulled: docker load (or pull) it there first", ErrImageMissing, name)
+	}
+	if err := e.EnsureImage(ctx, e.cfg.WorkloadBinary); err != nil {
+		return img, err
+	}
+	return e.c.imageInspect(ctx, name)
+}
+
+// run creates, starts and waits for one container, and always removes it.
+func (e *Executor) run(ctx, runCtx context.Context, jobID string, cfg containerConfig, logw io.Writer, stopped func(error) error) error {
+	// The engine's bookkeeping calls run on contexts of their own: a
+	// container created while a cancel came in must still be known, and
+	// removed.
+	cctx, cancel := e.engineCtx(ctx)
+	id, err := e.c.containerCreate(cctx, containerName(jobID), cfg)
+	cancel()
+	if err != nil {
+		return stopped(err)
+	}
+	defer func() {
+		rctx, cancel := e.engineCtx(ctx)
+		defer cancel()
+		if err := e.c.containerRemove(rctx, id); err != nil {
+			e.log.Warn("docker: remove container", "job_id", jobID, "container", shortID(id), "err", err)
+		}
+	}()
+	if runCtx.Err() != nil {
+		return stopped(nil)
+	}
+	sctx, cancel := e.engineCtx(ctx)
+	err = e.c.containerStart(sctx, id)
+	cancel()
+	if err != nil {
+		return stopped(err)
+	}
+	// Logs are followed, and the exit waited for, until the container
+	// stops; both goroutines are waited for below.
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBg()
+	logsDone := make(chan error, 1)
+	go func() { logsDone <- e.c.containerLogs(bg, id, logw) }()
+	type exit struct {
+		code int
+		err  error
+	}
+	waited := make(chan exit, 1)
+	go func() {
+		code, err := e.c.containerWait(bg, id)
+		waited <- exit{code, err}
+	}()
+	var (
+		res    exit
+		killed bool
+	)
+	select {
+	case res = <-waited:
+	case <-runCtx.Done():
+		killed = true
+		kctx, cancel := e.engineCtx(ctx)
+		if err := e.c.containerKill(kctx, id); err != nil {
+			e.log.Warn("docker: kill container", "job_id", jobID, "container", shortID(id), "err", err)
+		}
+		cancel()
+		t := time.NewTimer(e.cfg.KillTimeout)
+		select {
+		case res = <-waited:
+		case <-t.C:
+			stopBg()
+			res = <-waited
+		}
+		t.Stop()
+	}
+	// The log stream ends with the container; one that hangs is cut off.
+	t := time.NewTimer(5 * time.Second)
+	select {
+	case err := <-logsDone:
+		if err != nil && !killed {
+			e.log.Warn("docker: follow logs", "job_id", jobID, "container", shortID(id), "err", err)
+		}
+	case <-t.C:
+		stopBg()
+		<-logsDone
+	}
+	t.Stop()
+	if killed {
+		return stopped(nil)
+	}
+	if res.err != nil {
+		return res.err
+	}
+	if res.code != 0 {
+		ictx, cancel := e.engineCtx(ctx)
+		if st, err := e.c.containerInspect(ictx, id); err == nil && st.State.OOMKilled {
+			fmt.Fprintf(logw, "the container ran out of memory (limit %d MiB)\n", cfg.HostConfig.Memory>>20)
+		}
+		cancel()
+		return &worker.ExitError{Code: res.code}
+	}
+	return nil
+}
+
+// engineCtx bounds one bookkeeping call to the engine; it outlives ctx's
+// end.
+func (e *Executor) engineCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), e.cfg.KillTimeout)
+}
+
+// containerConfig is the locked-down container of one task.
+func (e *Executor) containerConfig(t worker.Task, root, image, network string, builtin bool) containerConfig {
+	in := func(name string) string { return filepath.Join(root, name) }
+	at := func(name string) string { return ContainerRoot + "/" + name }
+	mounts := []mount{
+		{Type: "bind", Source: in(worker.InputDir), Target: at(worker.InputDir), ReadOnly: true},
+		{Type: "bind", Source: in(worker.OutputDir), Target: at(worker.OutputDir)},
+	}
+	if _, err := os.Stat(in(worker.JobFile)); err == nil {
+		mounts = append(mounts, mount{Type: "bind", Source: in(worker.JobFile), Target: at(worker.JobFile), ReadOnly: true})
+	}
+	if builtin {
+		// The built-in workload also writes side outputs (a generated
+		// dataset, a built operator) and, on failure, error.json; a job's
+		// own image gets neither, so that it cannot plant a cached
+		// operator or a dataset beside its bundle.
+		mounts = append(mounts,
+			mount{Type: "bind", Source: in(worker.ExportDir), Target: at(worker.ExportDir)},
+			mount{Type: "bind", Source: in(worker.ErrorFile), Target: at(worker.ErrorFile)})
+	}
+	env := []string{"HOME=" + containerTmp, "TMPDIR=" + containerTmp}
+	var devices []deviceRequest
+	if len(t.GPUs) > 0 {
+		ids := append([]string(nil), t.GPUs...)
+		devices = []deviceRequest{{Driver: "nvidia", DeviceIDs: ids, Capabilities: [][]string{{"gpu"}}}}
+		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+	} else {
+		// Where the engine's default runtime is NVIDIA's, an image's own
+		// NVIDIA_VISIBLE_DEVICES=all (every CUDA base image sets it)
+		// would hand a CPU job every GPU of the machine: void hides them.
+		env = append(env, "NVIDIA_VISIBLE_DEVICES=void")
+	}
+	return containerConfig{
+		Image:  image,
+		User:   containerUser,
+		Env:    env,
+		Labels: map[string]string{LabelNode: e.cfg.NodeID, LabelJob: t.JobID},
+		HostConfig: hostConfig{
+			NetworkMode:    network,
+			ReadonlyRootfs: true,
+			SecurityOpt:    []string{"no-new-privileges"},
+			CapDrop:        []string{"ALL"},
+			IpcMode:        "private",
+			PidsLimit:      e.cfg.Pids,
+			Memory:         e.cfg.Memory,
+			MemorySwap:     e.cfg.Memory,
+			NanoCPUs:       int64(e.cfg.CPUs * 1e9),
+			Tmpfs:          map[string]string{containerTmp: tmpfsOptions(e.cfg.TmpfsBytes)},
+			Mounts:         mounts,
+			DeviceRequests: devices,
+			// json-file whatever the engine's default, so that the logs
+			// can be followed; Task.Log keeps them for good.
+			LogConfig: logConfig{Type: "json-file", Config: map[string]string{"max-size": "64m", "max-file": "2"}},
+		},
+	}
+}
+
+func tmpfsOptions(size int64) string {
+	return fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", size)
+}
+
+// prepareDirs gives the container's user (65534, no owner of any host
+// file) the places it may write. The job directory sits in the node's
+// own 0700 directory, so nobody else on the host reaches them.
+func prepareDirs(root string, builtin bool) error {
+	if err := os.MkdirAll(filepath.Join(root, worker.InputDir), 0o755); err != nil {
+		return err
+	}
+	writable := []string{worker.OutputDir}
+	if builtin {
+		writable = append(writable, worker.ExportDir)
+	}
+	for _, d := range writable {
+		p := filepath.Join(root, d)
+		if err := os.MkdirAll(p, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, 0o777); err != nil {
+			return err
+		}
+	}
+	if builtin {
+		// A file mount needs its source: an empty error.json, which the
+		// worker ignores unless the workload filled it in.
+		p := filepath.Join(root, worker.ErrorFile)
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, 0o666); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// containerName is pwmesh-<job>-<random>: readable in `docker ps`, and
+// unique, so that a rerun never collides with a container being removed.
+func containerName(jobID string) string {
+	var b strings.Builder
+	for _, r := range jobID {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	return "pwmesh-" + b.String() + "-" + hex.EncodeToString(rnd[:])
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
