@@ -113,7 +113,6 @@ func (n *Node) watchGPUs(ctx context.Context) {
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var published []scheduler.GPU
 	var publishedAt time.Time
 	for {
 		select {
@@ -139,12 +138,14 @@ func (n *Node) watchGPUs(ctx context.Context) {
 			}
 		}
 		now := toSchedulerGPUs(devs)
-		if published == nil {
-			published = now // what the registration wrote
-			publishedAt = time.Now()
-			continue
+		// Compare with what the state holds for this node (the registration
+		// or the last update), not with a first sample: a fault before it
+		// must still be written.
+		rec, ok := n.fsm.Node(n.id)
+		if !ok || rec.Incarnation != n.incarnation {
+			continue // not registered yet: the registration will carry it
 		}
-		health, readings := moved(published, now)
+		health, readings := moved(rec.GPUs, now)
 		if !health && !(readings && time.Since(publishedAt) >= publish) {
 			continue
 		}
@@ -153,7 +154,7 @@ func (n *Node) watchGPUs(ctx context.Context) {
 		cancel()
 		switch {
 		case err == nil:
-			published, publishedAt = now, time.Now()
+			publishedAt = time.Now()
 		case errors.Is(err, scheduler.ErrNotFound):
 			// Not registered yet: the registration carries the readings.
 		default:
