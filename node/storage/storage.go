@@ -213,7 +213,14 @@ func (s *Storage) Keep(ctx context.Context, ref cas.Ref, kind string) error {
 	if err := s.recordHeld(ctx, ref, kind); err != nil {
 		return err
 	}
-	s.up.enqueue(ref.CID)
+	// A shared mirror may be the second copy the rule wants: upload now. A
+	// node-local one is a backup: upload once the copies are made, so that
+	// it does not compete with them.
+	if s.cfg.SharedMirror {
+		s.up.enqueue(ref.CID)
+	} else {
+		defer s.up.enqueue(ref.CID)
+	}
 	wait := 100 * time.Millisecond
 	for {
 		if s.state.Durable(c) == nil {
