@@ -28,6 +28,7 @@ type State interface {
 	Job(id string) (scheduler.Job, bool)
 	Dataset(id string) (scheduler.Dataset, bool)
 	Operator(key string) (scheduler.BundleRef, bool)
+	Node(id string) (scheduler.Node, bool)
 	Watch() <-chan struct{}
 }
 
@@ -185,6 +186,28 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// gpuIDs names the lease's GPUs for the executor by UUID (GPU-… or, for a
+// MIG slice, MIG-…), which CUDA and the NVIDIA container runtime accept and
+// which, unlike an index, cannot point at another device; an index stands in
+// for a GPU without a UUID.
+func (w *Worker) gpuIDs(j scheduler.Job) []string {
+	if j.Lease == nil || len(j.Lease.GPUs) == 0 {
+		return nil
+	}
+	n, _ := w.state.Node(w.cfg.NodeID)
+	out := make([]string, 0, len(j.Lease.GPUs))
+	for _, g := range j.Lease.GPUs {
+		id := fmt.Sprint(g)
+		for _, d := range n.GPUs {
+			if d.Index == g && d.UUID != "" {
+				id = d.UUID
+			}
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // StopForGPU stops the running jobs that hold GPU index and hands them back
@@ -357,12 +380,7 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 	if timeout <= 0 {
 		timeout = time.Millisecond
 	}
-	var gpus []string
-	if j.Lease != nil {
-		for _, g := range j.Lease.GPUs {
-			gpus = append(gpus, fmt.Sprint(g))
-		}
-	}
+	gpus := w.gpuIDs(j)
 	err = w.exec.Run(ctx, Task{JobID: j.ID, Root: root, Timeout: timeout, Log: logw, GPUs: gpus, Image: j.Image})
 	finished := w.cfg.Clock.Now()
 	fmt.Fprintf(logw, "== ended after %.3fs: %v ==\n", finished.Sub(started).Seconds(), outcomeText(err, ctx))
