@@ -25,10 +25,13 @@ type Device struct {
 	// Problem says why an unhealthy device is out of service (an XID
 	// error, uncorrected ECC errors).
 	Problem string `json:"problem,omitempty"`
+	// Parent is the physical GPU's UUID when this device is a MIG slice.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Fault is a device failing: an inventory that can watch for failures
-// sends one as soon as the driver reports it.
+// sends one as soon as the driver reports it. UUID names the physical GPU
+// (its MIG slices fail with it); Index is its driver index.
 type Fault struct {
 	Index   int
 	UUID    string

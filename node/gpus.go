@@ -119,8 +119,9 @@ func (n *Node) watchGPUs(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case f := <-faults:
+			// The sample below sees the device (or its MIG slices)
+			// unhealthy and stops what runs there.
 			n.log.Error("gpu out of service", "gpu", f.Index, "uuid", f.UUID, "problem", f.Problem)
-			n.worker.StopForGPU(f.Index, f.Problem)
 		case <-tick.C:
 		}
 		devs, err := n.gpus.Devices(ctx)

@@ -5,6 +5,7 @@ package nvml
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -17,6 +18,7 @@ type fakeLib struct {
 	gonvml.Interface // unset methods panic: the inventory must not call them
 	fail             map[string]bool
 	ecc              uint64                // uncorrected ECC errors of device 0
+	mig              bool                  // device 1 is in MIG mode with two slices
 	events           chan gonvml.EventData // what the event set's Wait yields
 }
 
@@ -62,6 +64,64 @@ func (d *fakeDevice) GetTotalEccErrors(gonvml.MemoryErrorType, gonvml.EccCounter
 	return d.lib.ecc, d.lib.ret("ecc")
 }
 func (d *fakeDevice) RegisterEvents(uint64, gonvml.EventSet) gonvml.Return { return d.lib.ret("register") }
+func (d *fakeDevice) GetMigMode() (int, int, gonvml.Return) {
+	if d.lib.mig && d.i == 1 {
+		return gonvml.DEVICE_MIG_ENABLE, gonvml.DEVICE_MIG_ENABLE, d.lib.ret("migmode")
+	}
+	return 0, 0, gonvml.ERROR_NOT_SUPPORTED
+}
+func (d *fakeDevice) GetMaxMigDeviceCount() (int, gonvml.Return) { return 7, d.lib.ret("migcount") }
+func (d *fakeDevice) GetMigDeviceHandleByIndex(k int) (gonvml.Device, gonvml.Return) {
+	if k > 1 {
+		return nil, gonvml.ERROR_NOT_FOUND // empty slots
+	}
+	return &fakeMig{k: k}, gonvml.SUCCESS
+}
+
+// fakeMig is a MIG slice of device 1.
+type fakeMig struct {
+	gonvml.Device
+	k int
+}
+
+func (m *fakeMig) GetUUID() (string, gonvml.Return) {
+	return []string{"MIG-111", "MIG-222"}[m.k], gonvml.SUCCESS
+}
+func (m *fakeMig) GetName() (string, gonvml.Return) {
+	return "NVIDIA H100 80GB HBM3 MIG 3g.40gb", gonvml.SUCCESS
+}
+func (m *fakeMig) GetMemoryInfo() (gonvml.Memory, gonvml.Return) {
+	return gonvml.Memory{Total: 40 << 30, Used: 0}, gonvml.SUCCESS
+}
+
+// TestMIGSlicesAreDevices: a GPU in MIG mode is listed as its slices, each
+// with its MIG UUID and memory, failing with their parent.
+func TestMIGSlicesAreDevices(t *testing.T) {
+	t.Parallel()
+	lib := &fakeLib{mig: true, events: make(chan gonvml.EventData, 1)}
+	inv, _ := open(lib)
+	devs, err := inv.Devices(context.Background())
+	if err != nil || len(devs) != 3 {
+		t.Fatalf("devices %+v, %v", devs, err)
+	}
+	if devs[0].UUID != "GPU-aaa" || devs[1].UUID != "MIG-111" || devs[2].UUID != "MIG-222" {
+		t.Fatalf("uuids %s %s %s", devs[0].UUID, devs[1].UUID, devs[2].UUID)
+	}
+	s := devs[2]
+	if s.Index != 2 || s.Parent != "GPU-bbb" || s.MemoryMB != 40<<10 || !strings.Contains(s.Model, "MIG 3g.40gb") || !s.Healthy {
+		t.Fatalf("slice %+v", s)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	faults := make(chan gpu.Fault, 1)
+	go inv.Watch(ctx, faults)
+	lib.events <- gonvml.EventData{Device: &fakeDevice{lib: lib, i: 1}, EventType: gonvml.EventTypeXidCriticalError, EventData: 48}
+	<-faults
+	devs, _ = inv.Devices(context.Background())
+	if devs[0].Healthy == false || devs[1].Healthy || devs[2].Healthy || devs[1].Problem != "XID 48" {
+		t.Fatalf("after the parent's XID: %+v", devs)
+	}
+}
 
 func (f *fakeLib) EventSetCreate() (gonvml.EventSet, gonvml.Return) {
 	return &fakeSet{lib: f}, f.ret("eventset")
@@ -177,4 +237,29 @@ func TestOpenWithoutDriver(t *testing.T) {
 	devs, err := inv.Devices(context.Background())
 	t.Logf("NVML present: %d device(s), %v", len(devs), err)
 	_ = inv.Close()
+}
+
+// BenchmarkFingerprint is what a node spends on its GPUs at start: NVML
+// init, the device list with readings, shutdown. It needs a driver (make
+// gpu-check's machine); without one it is skipped.
+func BenchmarkFingerprint(b *testing.B) {
+	if _, err := Open(); err != nil {
+		b.Skipf("no NVML here: %v", err)
+	}
+	n := 0
+	for b.Loop() {
+		inv, err := Open()
+		if err != nil {
+			b.Fatal(err)
+		}
+		devs, err := inv.Devices(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(devs)
+		if err := inv.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n), "gpus")
 }
