@@ -53,6 +53,12 @@ type Config struct {
 	// WorkloadImage is the docker executor's image for jobs that name
 	// none (default pwmesh-workload:latest, built from bin/pwmesh-static).
 	WorkloadImage string `json:"workload_image"`
+	// NoJobNetwork forbids network to every job here, whatever the job
+	// and its tier ask (--no-job-network). By default the docker executor
+	// puts a job that asks for network ("network": "bridge", paid tiers
+	// only) on the engine's default bridge; the node advertises which, and
+	// placement sends such jobs only to nodes that give it.
+	NoJobNetwork bool `json:"no_job_network"`
 
 	// Set by the binary, not by users.
 	Version   string          `json:"-"`

@@ -287,7 +287,8 @@ func (n *Node) executor() (worker.Executor, error) {
 		bin, _ = os.Executable()
 	}
 	static := filepath.Join(filepath.Dir(bin), docker.StaticBinaryName)
-	d, err := docker.New(docker.Config{NodeID: n.id, WorkloadImage: n.cfg.WorkloadImage, WorkloadBinary: static, Logger: n.log})
+	d, err := docker.New(docker.Config{NodeID: n.id, WorkloadImage: n.cfg.WorkloadImage, WorkloadBinary: static,
+		NoNetwork: n.cfg.NoJobNetwork, Logger: n.log})
 	if err != nil {
 		if explicit {
 			return nil, fmt.Errorf("--executor docker: %w", err)
@@ -325,7 +326,7 @@ func (n *Node) executor() (worker.Executor, error) {
 	if !explicit {
 		why = "a Docker engine answers and the workload image is ready"
 	}
-	n.log.Info("executor: docker", "image", d.WorkloadImage(), "why", why)
+	n.log.Info("executor: docker", "image", d.WorkloadImage(), "why", why, "job_network", d.GrantsNetwork())
 	return d, nil
 }
 
@@ -374,6 +375,9 @@ func (n *Node) RaftServers() ([]scheduler.Server, error) { return n.raft.Servers
 
 // Job reads a job from this node's replica.
 func (n *Node) Job(id string) (scheduler.Job, bool) { return n.fsm.Job(id) }
+
+// Registration returns this node's entry in the local replica's node table.
+func (n *Node) Registration() (scheduler.Node, bool) { return n.fsm.Node(n.id) }
 
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
@@ -732,7 +736,7 @@ func (n *Node) registration() *scheduler.RegisterNode {
 		n.log.Warn("gpu inventory", "err", err)
 	}
 	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
-		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, Incarnation: n.incarnation}
+		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, JobNetwork: n.worker.GrantsNetwork(), Incarnation: n.incarnation}
 	node.GPUs = toSchedulerGPUs(devs)
 	return &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}
 }

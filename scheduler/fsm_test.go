@@ -214,6 +214,38 @@ func TestApplySubmit(t *testing.T) {
 			c.Job.Type = "generate_dataset"
 			return c
 		}},
+		{name: "network bridge kept for a job with an image", prep: func(h *harness) Command {
+			h.base()
+			c := submitCmd("j1", "acme", PriorityPaid, "ds1", 0)
+			c.Job.Image, c.Job.Network = "pwm/fetch:1", NetworkBridge
+			return c
+		}, check: func(t *testing.T, h *harness, v any) {
+			if j := h.job("j1"); j.Network != NetworkBridge || v.(Job).Network != NetworkBridge {
+				t.Fatalf("job = %+v", j)
+			}
+		}},
+		{name: "network none is not recorded", prep: func(h *harness) Command {
+			h.base()
+			c := submitCmd("j1", "acme", PriorityPaid, "ds1", 0)
+			c.Job.Network = NetworkNone
+			return c
+		}, check: func(t *testing.T, h *harness, _ any) {
+			if j := h.job("j1"); j.Network != "" {
+				t.Fatalf("network = %q, want none recorded", j.Network)
+			}
+		}},
+		{name: "network without an image refused", prep: func(h *harness) Command {
+			h.base()
+			c := submitCmd("j1", "acme", PriorityPaid, "ds1", 0)
+			c.Job.Network = NetworkBridge
+			return c
+		}, err: ErrInvalid},
+		{name: "unknown network refused", prep: func(h *harness) Command {
+			h.base()
+			c := submitCmd("j1", "acme", PriorityPaid, "ds1", 0)
+			c.Job.Image, c.Job.Network = "pwm/fetch:1", "host"
+			return c
+		}, err: ErrInvalid},
 		{name: "idempotency key returns the first job", prep: func(h *harness) Command {
 			h.base()
 			c := submitCmd("j1", "acme", PriorityFree, "ds1", 0)
@@ -638,6 +670,9 @@ func scenario(h *harness) {
 	h.must(c)
 	h.must(&CancelJob{At: t0, Tenant: "other", JobID: "j3"})
 	h.must(submitCmd("j4", "acme", PrioritySprint, "ds1", 2))
+	c = submitCmd("j5", "acme", PriorityPaid, "", 0)
+	c.Job.Image, c.Job.Network = "pwm/fetch:1", NetworkBridge
+	h.must(c)
 	h.must(nodeCmd("n2", "i1", 4))
 	h.must(&SetNodeState{At: t0, ID: "n2", State: NodeDown})
 	h.must(&PutOperator{At: t0, Entry: OperatorEntry{Key: "op2", Ref: BundleRef{CID: "o2"}}})
@@ -693,6 +728,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	if k, ok := f.Key("hash-acme"); !ok || k.Tenant != "acme" {
 		t.Fatalf("restored key = %+v", k)
+	}
+	if j, ok := f.Job("j5"); !ok || j.Network != NetworkBridge || j.Image != "pwm/fetch:1" {
+		t.Fatalf("restored j5 = %+v", j)
 	}
 
 	// The idempotency index survives: the same key returns the first job.

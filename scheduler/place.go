@@ -130,7 +130,7 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 		return nil, "no node is ready to run jobs"
 	}
 	var out []*nodeFree
-	inRegion, withExec := 0, 0
+	inRegion, withExec, withNet := 0, 0, 0
 	want := strings.ToLower(j.Resources.GPUModel)
 	for _, f := range free {
 		if j.Region != "" && f.node.Region != j.Region {
@@ -141,6 +141,10 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 			continue
 		}
 		withExec++
+		if j.Network == NetworkBridge && !f.node.JobNetwork {
+			continue
+		}
+		withNet++
 		if j.Resources.GPUs == 0 {
 			if f.node.Slots > 0 {
 				out = append(out, f)
@@ -165,6 +169,8 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 		return nil, fmt.Sprintf("no ready node in region %q", j.Region)
 	case withExec == 0:
 		return nil, "no ready node can run container images (no Docker executor)"
+	case withNet == 0:
+		return nil, "no ready node gives jobs network (every Docker node forbids it with --no-job-network)"
 	case j.Resources.GPUs == 0:
 		return nil, "no ready node accepts CPU jobs"
 	}

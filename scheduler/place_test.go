@@ -26,6 +26,14 @@ func pnode(id string, slots int, g ...GPU) Node {
 func withRegion(n Node, r string) Node { n.Region = r; return n }
 func withDocker(n Node) Node           { n.Executors = append(n.Executors, "docker"); return n }
 func withState(n Node, s string) Node  { n.State = s; return n }
+func withNetwork(n Node) Node          { n.JobNetwork = true; return n }
+
+// netJob is a CPU job with an image that asks for network.
+func netJob(id string, seq uint64) Job {
+	j := cpuJob(id, PriorityPaid, seq)
+	j.Image, j.Network = "pwm/fetch", NetworkBridge
+	return j
+}
 
 func pjob(id, prio string, seq uint64, r Resources) Job {
 	return Job{ID: id, Tenant: "acme", Type: "reconstruct", State: StateQueued, Priority: prio, Seq: seq, Resources: r}
@@ -187,6 +195,33 @@ func TestPlace(t *testing.T) {
 				Queued: []Job{func() Job { j := cpuJob("img", PriorityPaid, 1); j.Image = "x"; return j }()},
 			},
 			want: wantPlan{Reasons: map[string]string{"img": "no ready node can run container images (no Docker executor)"}},
+		},
+		{
+			name: "network jobs go only to Docker nodes that give network",
+			in: PlaceInput{
+				Nodes: []Node{
+					pnode("plain", 4),
+					withDocker(pnode("docker-nonet", 2)),
+					withNetwork(withDocker(pnode("docker-net", 1))),
+				},
+				Queued: []Job{
+					netJob("net1", 1),
+					netJob("net2", 2),
+					func() Job { j := cpuJob("img", PriorityPaid, 3); j.Image = "x"; return j }(),
+				},
+			},
+			want: wantPlan{
+				Assign:  []Assignment{assign("net1", "docker-net"), assign("img", "docker-nonet")},
+				Reasons: map[string]string{"net2": "waiting for a free CPU slot on 1 node(s); queue position 2"},
+			},
+		},
+		{
+			name: "network jobs where every Docker node forbids network",
+			in: PlaceInput{
+				Nodes:  []Node{pnode("plain", 4), withDocker(pnode("docker-nonet", 2))},
+				Queued: []Job{netJob("net", 1)},
+			},
+			want: wantPlan{Reasons: map[string]string{"net": "no ready node gives jobs network (every Docker node forbids it with --no-job-network)"}},
 		},
 		{
 			name: "only ready nodes count, and only their running jobs",
@@ -360,6 +395,9 @@ func randomInput(r *rand.Rand, nodes, queued int) PlaceInput {
 		n := pnode(fmt.Sprintf("node-%03d", i), r.IntN(4), gpus(m.name, m.mem, 0, 1, 2, 3, 4, 5, 6, 7)[:r.IntN(9)]...)
 		if r.IntN(5) == 0 {
 			n = withDocker(n)
+			if i%2 == 0 {
+				n = withNetwork(n)
+			}
 		}
 		if r.IntN(4) == 0 {
 			n = withRegion(n, "us")
@@ -392,6 +430,9 @@ func randomInput(r *rand.Rand, nodes, queued int) PlaceInput {
 		}
 		if r.IntN(10) == 0 {
 			j.Image = "pwm/core"
+			if seq%2 == 0 {
+				j.Network = NetworkBridge
+			}
 		}
 		in.Queued = append(in.Queued, j)
 	}
@@ -482,6 +523,9 @@ func checkPlanInvariants(t *testing.T, in PlaceInput, p Plan) {
 		}
 		if j.Image != "" && !slices.Contains(n.Executors, "docker") {
 			t.Errorf("%s (image) assigned to %s without docker", a.JobID, a.Node)
+		}
+		if j.Network != "" && !n.JobNetwork {
+			t.Errorf("%s (network) assigned to %s, which gives jobs no network", a.JobID, a.Node)
 		}
 		if len(a.GPUs) != j.Resources.GPUs {
 			t.Errorf("%s got %d GPUs, asked %d", a.JobID, len(a.GPUs), j.Resources.GPUs)

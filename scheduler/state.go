@@ -180,6 +180,16 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
 	if j.Resources.GPUs < 0 || j.Resources.GPUMemoryMB < 0 {
 		return nil, fmt.Errorf("submit job %s: %w: negative resources", j.ID, ErrInvalid)
 	}
+	switch j.Network {
+	case "", NetworkNone:
+		j.Network = "" // none is the default, and not recorded
+	case NetworkBridge:
+		if j.Image == "" {
+			return nil, fmt.Errorf("submit job %s: %w: network %q without an image", j.ID, ErrInvalid, j.Network)
+		}
+	default:
+		return nil, fmt.Errorf("submit job %s: %w: network %q", j.ID, ErrInvalid, j.Network)
+	}
 	switch {
 	case j.Timeout < 0 || time.Duration(j.Timeout) > MaxTimeout:
 		return nil, fmt.Errorf("submit job %s: %w: timeout %s is not within 0 and %s", j.ID, ErrInvalid, time.Duration(j.Timeout), MaxTimeout)

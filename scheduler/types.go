@@ -61,6 +61,16 @@ const (
 	MaxTimeout     = 4 * time.Hour
 )
 
+// Job networks: what a job's container may reach. A job without network
+// (the default) has only loopback; NetworkBridge puts its container on the
+// Docker engine's default bridge, where it reaches the host and whatever
+// the host routes to. Only paid tiers may ask for it, and only for a job
+// with an image (CONTRACT.md §3 extension).
+const (
+	NetworkNone   = "none"
+	NetworkBridge = "bridge"
+)
+
 // Resources is what a job asks for.
 type Resources struct {
 	GPUs        int    `json:"gpus"`
@@ -78,6 +88,8 @@ type JobRequest struct {
 	Timeout   string          `json:"timeout,omitempty"`
 	Image     string          `json:"image,omitempty"`
 	Region    string          `json:"region,omitempty"`
+	// Network is "none" (or empty) or "bridge".
+	Network string `json:"network,omitempty"`
 }
 
 // BundleRef names a stored RunBundle.
@@ -118,6 +130,7 @@ type Job struct {
 	Timeout       Duration          `json:"timeout"`
 	Image         string            `json:"image,omitempty"`
 	Region        string            `json:"region,omitempty"`
+	Network       string            `json:"network,omitempty"` // NetworkBridge, or empty: no network
 	Node          string            `json:"node,omitempty"`
 	Attempts      int               `json:"attempts"`
 	QueuePosition int               `json:"queue_position,omitempty"`
@@ -235,6 +248,9 @@ type Node struct {
 	GPUs      []GPU    `json:"gpus"`
 	Slots     int      `json:"slots"` // concurrent CPU jobs
 	Executors []string `json:"executors,omitempty"`
+	// JobNetwork: the node's executor puts a job that asks for network
+	// on a network (docker, not forbidden by --no-job-network).
+	JobNetwork bool `json:"job_network,omitempty"`
 	// Incarnation changes on every start of the node's process.
 	Incarnation string    `json:"incarnation"`
 	UpdatedAt   time.Time `json:"updated_at"`

@@ -20,7 +20,7 @@ func fullJob() Job {
 		ID: "job-1", Tenant: "acme", Type: "generate_dataset", State: StateSucceeded, Priority: PriorityPaid,
 		Dataset: "ds-1", Params: json.RawMessage(`{"seed":7}`),
 		Resources: Resources{GPUs: 1, GPUModel: "A100", GPUMemoryMB: 40000},
-		Timeout:   Duration(time.Hour), Image: "pwm/core:1", Region: "eu", Node: "n1", Attempts: 2,
+		Timeout:   Duration(time.Hour), Image: "pwm/core:1", Region: "eu", Network: NetworkBridge, Node: "n1", Attempts: 2,
 		QueuePosition: 3, Reason: "waiting", SubmittedAt: t0, StartedAt: &started, FinishedAt: &finished,
 		Metrics:   map[string]any{"psnr_db": 31.5, "gain": 1.02},
 		RunBundle: &BundleRef{CID: "bafy-bundle", SHA256: "ab12", Size: 4096},

@@ -57,6 +57,7 @@ type jobRequest struct {
 	Timeout   string              `json:"timeout"`
 	Image     string              `json:"image"`
 	Region    string              `json:"region"`
+	Network   string              `json:"network"`
 }
 
 // jobView is a job as a tenant sees it: the runner's lease (its fencing
@@ -165,6 +166,10 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 			return scheduler.Job{}, badRequest("invalid_"+lastField(f.name), "%v", err)
 		}
 	}
+	network, err := jobNetwork(c, req)
+	if err != nil {
+		return scheduler.Job{}, err
+	}
 	return scheduler.Job{
 		ID:        s.deps.NewID("job_"),
 		Tenant:    c.tenant(),
@@ -176,7 +181,34 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 		Timeout:   scheduler.Duration(timeout),
 		Image:     req.Image,
 		Region:    req.Region,
+		Network:   network,
 	}, nil
+}
+
+// jobNetwork checks the request's network: none unless it asks, and only
+// paid tiers may ask for one, for a job with an image (the built-in
+// workload never needs one). It returns what the job record holds: ""
+// for none.
+func jobNetwork(c *caller, req jobRequest) (string, error) {
+	switch req.Network {
+	case "", scheduler.NetworkNone:
+		return "", nil
+	case scheduler.NetworkBridge:
+	default:
+		if err := checkText("network", req.Network); err != nil {
+			return "", badRequest("invalid_network", "%v", err)
+		}
+		return "", badRequest("invalid_network", "network %q is not one of none, bridge", req.Network)
+	}
+	if req.Image == "" {
+		return "", badRequest("invalid_network",
+			"network %q is for jobs that name an image; the built-in workload runs without network", req.Network)
+	}
+	if c.tier() == scheduler.PriorityFree {
+		return "", apiError(http.StatusForbidden, "network_not_allowed",
+			"a free-tier key may not ask for network; paid tiers may (\"network\": \"bridge\" with an image)")
+	}
+	return scheduler.NetworkBridge, nil
 }
 
 func lastField(name string) string {

@@ -125,6 +125,10 @@ func TestSubmitJobRefused(t *testing.T) {
 		{"control in image", e.acme, ok(map[string]any{"image": "img\n"}), nil, 400, "invalid_image"},
 		{"long image", e.acme, ok(map[string]any{"image": strings.Repeat("i", 257)}), nil, 400, "invalid_image"},
 		{"control in region", e.acme, ok(map[string]any{"region": "eu\x1b"}), nil, 400, "invalid_region"},
+		{"unknown network", e.acme, ok(map[string]any{"network": "host"}), nil, 400, "invalid_network"},
+		{"network not a string", e.acme, ok(map[string]any{"network": true}), nil, 400, "invalid_json"},
+		{"free asks network", e.acme, ok(map[string]any{"image": "img:1", "network": "bridge"}), nil, 403, "network_not_allowed"},
+		{"network without image", e.globex, map[string]any{"type": "generate_dataset", "network": "bridge"}, nil, 400, "invalid_network"},
 		{"long idempotency key", e.acme, ok(nil), []string{"Idempotency-Key", strings.Repeat("k", 257)}, 400, "invalid_idempotency_key"},
 	}
 	for _, c := range cases {
@@ -138,6 +142,46 @@ func TestSubmitJobRefused(t *testing.T) {
 	}
 	if jobs, _ := e.fsm.Jobs(scheduler.JobFilter{}); len(jobs) != 0 {
 		t.Fatalf("%d jobs stored", len(jobs))
+	}
+}
+
+// TestSubmitJobNetwork: network is none unless asked; a paid key may ask
+// for the bridge for a job with an image, a free key is told that paid
+// tiers may.
+func TestSubmitJobNetwork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.doJSON("POST", "/jobs", e.globex, map[string]any{"type": "generate_dataset", "image": "img:1", "network": "bridge"})
+	wantStatus(t, r, http.StatusAccepted)
+	var j scheduler.Job
+	r.decode(t, &j)
+	if j.Network != scheduler.NetworkBridge || !strings.Contains(string(r.body), `"network":"bridge"`) {
+		t.Fatalf("job %s", r.body)
+	}
+	if stored, _ := e.fsm.Job(j.ID); stored.Network != scheduler.NetworkBridge {
+		t.Fatalf("stored network %q", stored.Network)
+	}
+	// "none", or nothing, is the default and is not recorded, for any tier.
+	for _, req := range []map[string]any{
+		{"type": "generate_dataset", "network": "none"},
+		{"type": "generate_dataset", "image": "img:1", "network": "none"},
+		{"type": "generate_dataset", "image": "img:1"},
+	} {
+		for _, key := range []string{e.acme, e.globex} {
+			r := e.doJSON("POST", "/jobs", key, req)
+			wantStatus(t, r, http.StatusAccepted)
+			var j scheduler.Job
+			r.decode(t, &j)
+			if j.Network != "" || strings.Contains(string(r.body), `"network"`) {
+				t.Fatalf("%v: job %s", req, r.body)
+			}
+		}
+	}
+	// The refusal says what would work.
+	r = e.doJSON("POST", "/jobs", e.acme, map[string]any{"type": "generate_dataset", "image": "img:1", "network": "bridge"})
+	wantError(t, r, http.StatusForbidden, "network_not_allowed")
+	if !strings.Contains(string(r.body), "paid tiers may") {
+		t.Errorf("the refusal does not say that paid tiers may ask for network: %s", r.body)
 	}
 }
 

@@ -74,6 +74,9 @@ then PWMESH_* environment variables, then flags.`,
 			if changed("bootstrap-expect") {
 				cfg.BootstrapExpect = f.BootstrapExpect
 			}
+			if changed("no-job-network") {
+				cfg.NoJobNetwork = f.NoJobNetwork
+			}
 			if changed("slots") {
 				cfg.Slots = f.Slots
 			}
@@ -104,6 +107,7 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.GPUs, "gpus", f.GPUs, "auto, none or fake:SPEC such as fake:2xA100-80GB ($PWMESH_GPUS)")
 	fl.StringVar(&f.Executor, "executor", "", "process or docker (default: docker when available, else process)")
 	fl.StringVar(&f.WorkloadImage, "workload-image", "", "docker executor: image of jobs that name none (default pwmesh-workload:latest)")
+	fl.BoolVar(&f.NoJobNetwork, "no-job-network", false, "docker executor: run every job without network, even one that asks for it (by default a paid job with an image may ask for \"network\": \"bridge\")")
 	fl.StringVar(&f.ObjectStore, "object-store", "", "s3://bucket?endpoint=...&region=..., gs://bucket or file:///path ($PWMESH_OBJECT_STORE)")
 	fl.StringVar(&f.ClusterKeyFile, "cluster-key", "", "file with the shared cluster secret ($PWMESH_CLUSTER_KEY)")
 	fl.StringVar(&f.BootstrapToken, "bootstrap-token", "", "admin API key on first bootstrap; generated into <data-dir>/bootstrap-token when empty ($PWMESH_BOOTSTRAP_TOKEN)")

@@ -106,6 +106,7 @@ func (a *app) jobSubmitCmd() *cobra.Command {
 	f.StringVar(&req.Timeout, "timeout", "", "run time limit, e.g. 30m (default 1h; 4h for sprint)")
 	f.StringVar(&req.Image, "image", "", "container image (default: the built-in workload)")
 	f.StringVar(&req.Region, "region", "", "run only in this region")
+	f.StringVar(&req.Network, "network", "", "none or bridge: bridge gives a job with --image network (paid tiers only; default none)")
 	f.StringVar(&idemKey, "idempotency-key", "", "resubmitting with the same key returns the first job")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, print it, and fail unless it succeeded")
 	pollFlag(c, &poll)
@@ -220,6 +221,9 @@ func (a *app) printJob(j scheduler.Job) error {
 	}
 	if j.Region != "" {
 		row("Region", j.Region)
+	}
+	if j.Network != "" {
+		row("Network", j.Network)
 	}
 	row("Node", orDash(j.Node))
 	row("Attempts", fmt.Sprint(j.Attempts))

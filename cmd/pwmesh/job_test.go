@@ -40,7 +40,7 @@ func TestJobSubmitParams(t *testing.T) {
 		"--param", "size=32", "--param", "severity=mild", "--param", "scale=0.5",
 		"--param", "mask=[1,2]", "--param", "note=a=b", "--param", "empty=",
 		"--priority", "paid", "--gpus", "1", "--gpu-model", "A100", "--gpu-memory-mb", "40000",
-		"--timeout", "30m", "--image", "img:1", "--region", "eu", "--idempotency-key", "k-1")
+		"--timeout", "30m", "--image", "img:1", "--region", "eu", "--network", "bridge", "--idempotency-key", "k-1")
 	r.wantCode(t, 0)
 	if r.stdout != "job-1\n" {
 		t.Errorf("stdout = %q, want the job id", r.stdout)
@@ -59,7 +59,7 @@ func TestJobSubmitParams(t *testing.T) {
 		t.Errorf("params = %v, want %v", params, want)
 	}
 	if got.Type != "reconstruct" || got.Dataset != "ds-1" || got.Priority != "paid" || got.Timeout != "30m" ||
-		got.Image != "img:1" || got.Region != "eu" ||
+		got.Image != "img:1" || got.Region != "eu" || got.Network != "bridge" ||
 		got.Resources != (scheduler.Resources{GPUs: 1, GPUModel: "A100", GPUMemoryMB: 40000}) {
 		t.Errorf("request = %+v", got)
 	}

@@ -56,6 +56,16 @@ type Spec struct {
 	// ObjectStore is the node's --object-store ("" = the node-local
 	// default).
 	ObjectStore string
+	// Executor is the node's --executor: "" or "process" runs the
+	// built-in workload in a child of the test binary; "docker" needs a
+	// Docker engine and WorkloadImage already built (the test binary has
+	// no static pwmesh beside it to build one from).
+	Executor string
+	// WorkloadImage is the docker executor's image for jobs that name
+	// none ("" = pwmesh-workload:latest).
+	WorkloadImage string
+	// NoJobNetwork is the node's --no-job-network.
+	NoJobNetwork bool
 }
 
 func randomHex(n int) string {
@@ -155,6 +165,11 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 		cfg.Slots = s.Slots
 	}
 	cfg.Executor = "process"
+	if s.Executor != "" {
+		cfg.Executor = s.Executor
+	}
+	cfg.WorkloadImage = s.WorkloadImage
+	cfg.NoJobNetwork = s.NoJobNetwork
 	cfg.LeaseTTL = node.Duration(5 * time.Second)
 	cfg.FastTimings = true
 	if raceEnabled {

@@ -30,7 +30,15 @@ type Task struct {
 	Log     io.Writer     // stdout and stderr
 	GPUs    []string      // assigned GPU UUIDs (empty for CPU jobs)
 	Image   string        // container image, for executors that run images
+	// Network is scheduler.NetworkBridge when the job asked for network
+	// (and its tenant may have it); empty: no network. An executor that
+	// cannot give it refuses the task.
+	Network string
 }
+
+// ErrNoNetwork: the executor cannot, or on this node may not, give a task
+// the network it asks for.
+var ErrNoNetwork = errors.New("worker: this node runs jobs without network")
 
 // Executor runs tasks. Run returns nil on a zero exit, ErrTimeout past the
 // time limit, ctx's error when cancelled, or *ExitError.
@@ -61,6 +69,9 @@ func (p *Process) Name() string { return "process" }
 func (p *Process) Run(ctx context.Context, t Task) error {
 	if t.Image != "" {
 		return fmt.Errorf("worker: the process executor cannot run image %q: %w", t.Image, errors.ErrUnsupported)
+	}
+	if t.Network != "" {
+		return fmt.Errorf("%w: the process executor cannot give a job network %q", ErrNoNetwork, t.Network)
 	}
 	bin := p.Binary
 	if bin == "" {

@@ -150,6 +150,20 @@ func New(cfg Config, state State, w Writer, store cas.Store, exec Executor) (*Wo
 // Executor returns the executor's name.
 func (w *Worker) Executor() string { return w.exec.Name() }
 
+// networker is an executor that can put a task on a network.
+type networker interface {
+	// GrantsNetwork reports whether a task that asks for network gets it.
+	GrantsNetwork() bool
+}
+
+// GrantsNetwork reports whether this worker's executor gives a job that
+// asks for network (Task.Network) a network: the node advertises it, and
+// placement sends such jobs only to nodes that do.
+func (w *Worker) GrantsNetwork() bool {
+	n, ok := w.exec.(networker)
+	return ok && n.GrantsNetwork()
+}
+
 // Running is the number of jobs running here now.
 func (w *Worker) Running() int {
 	w.mu.Lock()
@@ -381,7 +395,7 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 		timeout = time.Millisecond
 	}
 	gpus := w.gpuIDs(j)
-	err = w.exec.Run(ctx, Task{JobID: j.ID, Root: root, Timeout: timeout, Log: logw, GPUs: gpus, Image: j.Image})
+	err = w.exec.Run(ctx, Task{JobID: j.ID, Root: root, Timeout: timeout, Log: logw, GPUs: gpus, Image: j.Image, Network: j.Network})
 	finished := w.cfg.Clock.Now()
 	fmt.Fprintf(logw, "== ended after %.3fs: %v ==\n", finished.Sub(started).Seconds(), outcomeText(err, ctx))
 	if stoppedFromOutside() {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/node/worker"
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // Labels on what the executor creates.
@@ -28,9 +29,6 @@ const (
 	// LabelBinary on the workload image: the SHA-256 of the static binary
 	// it was built from, so that a node rebuilds an image that is stale.
 	LabelBinary = "pwmesh.workload.sha256"
-	// LabelNetwork on a job's image asks for network ("bridge"); it is
-	// granted only where Config.AllowNetwork is set.
-	LabelNetwork = "pwmesh.network"
 )
 
 // Defaults.
@@ -74,10 +72,12 @@ type Config struct {
 	// built from when it is missing (default: pwmesh-static beside this
 	// executable).
 	WorkloadBinary string
-	// AllowNetwork lets a job image labelled pwmesh.network=bridge run on
-	// the engine's default bridge network. Off: every container runs with
-	// no network at all. The built-in workload never gets network.
-	AllowNetwork bool
+	// NoNetwork forbids network to every task (the operator's veto,
+	// --no-job-network): a task that asks for it is refused. By default a
+	// task that asks (Task.Network "bridge", which the API grants only to
+	// paid tiers and only for jobs with an image) runs on the engine's
+	// default bridge network; every other container has no network at all.
+	NoNetwork bool
 	// Memory limits each container's memory in bytes, swap included
 	// (default 4 GiB).
 	Memory int64
@@ -145,6 +145,10 @@ func New(cfg Config) (*Executor, error) {
 // Name is "docker".
 func (e *Executor) Name() string { return "docker" }
 
+// GrantsNetwork reports whether a task that asks for network gets it
+// here: true unless Config.NoNetwork.
+func (e *Executor) GrantsNetwork() bool { return !e.cfg.NoNetwork }
+
 // WorkloadImage is the image of jobs that name none.
 func (e *Executor) WorkloadImage() string { return e.cfg.WorkloadImage }
 
@@ -187,9 +191,14 @@ func (e *Executor) CleanOrphans(ctx context.Context) (int, error) {
 // Run runs t in a new container and removes the container afterwards. It
 // returns nil on a zero exit, worker.ErrTimeout when the container was
 // killed at t.Timeout, ctx's error when ctx ended first (the container is
-// killed), or *worker.ExitError.
+// killed), or *worker.ExitError. A task that asks for network where it may
+// not have it is refused with worker.ErrNoNetwork before anything runs.
 func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	network, err := e.network(t)
+	if err != nil {
 		return err
 	}
 	logw := t.Log
@@ -221,13 +230,8 @@ func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 	if err != nil {
 		return stopped(err)
 	}
-	network := "none"
-	if want := img.Config.Labels[LabelNetwork]; want != "" && !builtin {
-		if want == "bridge" && e.cfg.AllowNetwork {
-			network = "bridge"
-		} else {
-			fmt.Fprintf(logw, "note: image %s asks for network %q; this node runs jobs without network\n", image, want)
-		}
+	if network != "none" {
+		fmt.Fprintf(logw, "network: %s (the job asked for it)\n", network)
 	}
 	if err := prepareDirs(root, builtin); err != nil {
 		return fmt.Errorf("docker: prepare %s: %w", root, err)
@@ -244,6 +248,25 @@ func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 		cfg.HostConfig.Tmpfs[v] = tmpfsOptions(e.cfg.TmpfsBytes)
 	}
 	return e.run(ctx, runCtx, t.JobID, cfg, logw, stopped)
+}
+
+// network is the container's network mode for t: "none" unless the task
+// asks for the bridge, and this node allows it, for an image of its own.
+func (e *Executor) network(t worker.Task) (string, error) {
+	switch t.Network {
+	case "", scheduler.NetworkNone:
+		return "none", nil
+	case scheduler.NetworkBridge:
+	default:
+		return "", fmt.Errorf("docker: network %q is not one of none, bridge", t.Network)
+	}
+	switch {
+	case e.cfg.NoNetwork:
+		return "", fmt.Errorf("%w: its operator forbids network to jobs (--no-job-network)", worker.ErrNoNetwork)
+	case t.Image == "":
+		return "", fmt.Errorf("%w: the built-in workload runs without network", worker.ErrNoNetwork)
+	}
+	return "bridge", nil
 }
 
 // image inspects an image; the built-in one is built when missing.

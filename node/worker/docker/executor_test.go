@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/node/worker"
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // TestEngine runs the probe image on the real engine: what a job's
@@ -32,51 +33,72 @@ func TestEngine(t *testing.T) {
 		return root, err
 	}
 
-	t.Run("NoNetwork", func(t *testing.T) {
-		t.Parallel()
-		// The image asks for network (pwmesh.network=bridge); this
-		// executor does not allow it.
-		e := newExec(t, Config{})
-		addr, _ := hostListener(t)
+	// runNet runs the probe's network check (a dial to a listener on the
+	// host, and a DNS lookup) in a task that asks for network or not.
+	runNet := func(t *testing.T, e *Executor, network, addr string) (map[string]any, string) {
+		t.Helper()
+		root := jobDir(t, map[string]any{"mode": "net", "tcp": addr, "dns": "example.com"})
 		var log syncBuffer
-		root, err := run(t, e, t.Context(), map[string]any{"mode": "net", "tcp": addr, "dns": "example.com"}, time.Minute, &log)
+		err := e.Run(t.Context(), worker.Task{JobID: "job-" + randID(), Root: root, Timeout: time.Minute, Log: &log, Image: image, Network: network})
+		assertNoContainers(t, e)
 		if err != nil {
 			t.Fatalf("run: %v\n%s", err, log.String())
 		}
-		r := result(t, root)
-		if got := r["interfaces"]; !equalList(got, []string{"lo"}) {
-			t.Errorf("interfaces = %v, want only lo", got)
-		}
-		if r["tcp_err"] == "" {
-			t.Errorf("dialling %s from the container worked", addr)
-		}
-		if r["dns_err"] == "" {
-			t.Error("resolving a name from the container worked")
-		}
-		if !log.Contains("asks for network") {
-			t.Errorf("the log does not say the image's network request was refused:\n%s", log.String())
-		}
-	})
+		return result(t, root), log.String()
+	}
 
-	t.Run("NetworkOnlyWhenAllowed", func(t *testing.T) {
+	t.Run("NetworkOnlyWhenAsked", func(t *testing.T) {
 		t.Parallel()
-		// The control of NoNetwork: the same probe on an executor that
-		// allows network reaches a listener on the host.
-		e := newExec(t, Config{AllowNetwork: true})
-		addr, reachable := hostListener(t)
-		var log syncBuffer
-		root, err := run(t, e, t.Context(), map[string]any{"mode": "net", "tcp": addr}, time.Minute, &log)
-		if err != nil {
-			t.Fatalf("run: %v\n%s", err, log.String())
+		// A node that allows network (the default): the task that asks
+		// reaches a listener on the host through the default bridge; the
+		// same probe, not asking, has only lo and reaches nothing.
+		e := newExec(t, Config{})
+		if !e.GrantsNetwork() {
+			t.Fatal("GrantsNetwork is false on a default executor")
 		}
-		r := result(t, root)
+		addr, reachable := hostListener(t)
+		for _, network := range []string{"", scheduler.NetworkNone} {
+			r, _ := runNet(t, e, network, addr)
+			if got := r["interfaces"]; !equalList(got, []string{"lo"}) {
+				t.Errorf("network %q: interfaces = %v, want only lo", network, got)
+			}
+			if r["tcp_err"] == "" {
+				t.Errorf("network %q: dialling %s from the container worked", network, addr)
+			}
+			if r["dns_err"] == "" {
+				t.Errorf("network %q: resolving a name from the container worked", network)
+			}
+		}
+		r, log := runNet(t, e, scheduler.NetworkBridge, addr)
 		if got, _ := r["interfaces"].([]any); len(got) < 2 {
-			t.Errorf("interfaces = %v, want lo and the bridge's", got)
+			t.Errorf("asked for network: interfaces = %v, want lo and the bridge's", got)
 		}
 		if !reachable {
 			t.Logf("no docker0 address on this host: the dial to the host is not checked")
 		} else if r["tcp_err"] != "" {
-			t.Errorf("with network allowed, dialling the host at %s failed: %v", addr, r["tcp_err"])
+			t.Errorf("asked for network: dialling the host at %s failed: %v", addr, r["tcp_err"])
+		}
+		if !strings.Contains(log, "network: bridge") {
+			t.Errorf("the log does not say the job runs with network:\n%s", log)
+		}
+	})
+
+	t.Run("NetworkForbiddenByNode", func(t *testing.T) {
+		t.Parallel()
+		// The operator's veto (--no-job-network): a task that asks is
+		// refused before any container exists; one that does not ask runs.
+		e := newExec(t, Config{NoNetwork: true})
+		if e.GrantsNetwork() {
+			t.Fatal("GrantsNetwork is true with NoNetwork")
+		}
+		err := e.Run(t.Context(), worker.Task{JobID: "job-" + randID(), Root: jobDir(t, nil), Timeout: time.Minute, Image: image, Network: scheduler.NetworkBridge})
+		if !errors.Is(err, worker.ErrNoNetwork) {
+			t.Fatalf("err = %v, want worker.ErrNoNetwork", err)
+		}
+		assertNoContainers(t, e)
+		addr, _ := hostListener(t)
+		if r, _ := runNet(t, e, "", addr); !equalList(r["interfaces"], []string{"lo"}) || r["tcp_err"] == "" {
+			t.Errorf("without network: %v", r)
 		}
 	})
 

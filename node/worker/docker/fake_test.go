@@ -2,6 +2,7 @@ package docker
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/node/worker"
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // TestCreateRequest checks, against a fake of the Engine API (CI has no
@@ -21,46 +23,8 @@ import (
 // every GPU hidden without GPUs, and the lock-down every container gets.
 func TestCreateRequest(t *testing.T) {
 	t.Parallel()
-	var (
-		mu      sync.Mutex
-		created []containerConfig
-		calls   []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		path := r.URL.Path
-		if path != "/version" {
-			path = strings.TrimPrefix(path, "/v1.41")
-		}
-		calls = append(calls, r.Method+" "+path)
-		switch {
-		case path == "/version":
-			_, _ = io.WriteString(w, `{"ApiVersion":"1.41"}`)
-		case strings.HasPrefix(path, "/images/"):
-			_, _ = io.WriteString(w, `{"Id":"sha256:fake","Config":{"Labels":{}}}`)
-		case path == "/containers/create":
-			var c containerConfig
-			if err := json.NewDecoder(r.Body).Decode(&c); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			created = append(created, c)
-			w.WriteHeader(http.StatusCreated)
-			_, _ = io.WriteString(w, `{"Id":"c0ffee","Warnings":[]}`)
-		case strings.HasSuffix(path, "/start"), r.Method == http.MethodDelete:
-			w.WriteHeader(http.StatusNoContent)
-		case strings.HasSuffix(path, "/logs"):
-			// One stdout frame.
-			_, _ = w.Write(append([]byte{1, 0, 0, 0, 0, 0, 0, 3}, "hi\n"...))
-		case strings.HasSuffix(path, "/wait"):
-			_, _ = io.WriteString(w, `{"StatusCode":0}`)
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer srv.Close()
-	e, err := New(Config{NodeID: "n1", Host: "tcp://" + srv.Listener.Addr().String(), Memory: 1 << 30, CPUs: 2, Pids: 100, TmpfsBytes: 8 << 20})
+	f := newFakeEngine(t)
+	e, err := New(Config{NodeID: "n1", Host: f.host(), Memory: 1 << 30, CPUs: 2, Pids: 100, TmpfsBytes: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,20 +37,17 @@ func TestCreateRequest(t *testing.T) {
 		{"no GPUs", nil, nil, "NVIDIA_VISIBLE_DEVICES=void"},
 		{"two GPUs", []string{"1", "3"}, []deviceRequest{{Driver: "nvidia", DeviceIDs: []string{"1", "3"}, Capabilities: [][]string{{"gpu"}}}}, "NVIDIA_VISIBLE_DEVICES=1,3"},
 	} {
-		mu.Lock()
-		created = nil
-		mu.Unlock()
+		f.reset()
 		root := jobDir(t, nil)
 		var log syncBuffer
 		if err := e.Run(t.Context(), worker.Task{JobID: "j1", Root: root, Timeout: time.Minute, Log: &log, GPUs: tc.gpus}); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		mu.Lock()
+		created := f.created()
 		if len(created) != 1 {
 			t.Fatalf("%s: %d containers created", tc.name, len(created))
 		}
 		c := created[0]
-		mu.Unlock()
 		if !reflect.DeepEqual(c.HostConfig.DeviceRequests, tc.devices) {
 			t.Errorf("%s: device requests %+v, want %+v", tc.name, c.HostConfig.DeviceRequests, tc.devices)
 		}
@@ -117,9 +78,128 @@ func TestCreateRequest(t *testing.T) {
 			t.Errorf("%s: log %q, want the demultiplexed stream", tc.name, log.String())
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Contains(calls, "DELETE /containers/c0ffee") {
+	if calls := f.calls(); !slices.Contains(calls, "DELETE /containers/c0ffee") {
 		t.Errorf("the container was not removed: %v", calls)
 	}
+}
+
+// TestNetworkRequest checks, against the fake engine, the network a task
+// gets: none unless it asks for the bridge, for an image, on a node that
+// does not forbid it; every refusal comes before any container exists.
+func TestNetworkRequest(t *testing.T) {
+	t.Parallel()
+	f := newFakeEngine(t)
+	allow, err := New(Config{NodeID: "n1", Host: f.host()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	veto, err := New(Config{NodeID: "n1", Host: f.host(), NoNetwork: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		e       *Executor
+		image   string
+		network string
+		mode    string // NetworkMode of the container; "" = refused
+	}{
+		{"not asked", allow, "job:1", "", "none"},
+		{"asked none", allow, "job:1", scheduler.NetworkNone, "none"},
+		{"asked bridge", allow, "job:1", scheduler.NetworkBridge, "bridge"},
+		{"built-in workload", allow, "", scheduler.NetworkBridge, ""},
+		{"node forbids", veto, "job:1", scheduler.NetworkBridge, ""},
+		{"node forbids, not asked", veto, "job:1", "", "none"},
+		{"unknown network", allow, "job:1", "host", ""},
+	} {
+		f.reset()
+		err := tc.e.Run(t.Context(), worker.Task{JobID: "j1", Root: jobDir(t, nil), Timeout: time.Minute, Image: tc.image, Network: tc.network})
+		created := f.created()
+		if tc.mode == "" {
+			if err == nil || len(created) != 0 {
+				t.Errorf("%s: err %v, %d containers created; want it refused before any", tc.name, err, len(created))
+			}
+			if tc.network == scheduler.NetworkBridge && !errors.Is(err, worker.ErrNoNetwork) {
+				t.Errorf("%s: err %v, want worker.ErrNoNetwork", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || len(created) != 1 {
+			t.Fatalf("%s: err %v, %d containers created", tc.name, err, len(created))
+		}
+		if got := created[0].HostConfig.NetworkMode; got != tc.mode {
+			t.Errorf("%s: NetworkMode %q, want %q", tc.name, got, tc.mode)
+		}
+	}
+	if !allow.GrantsNetwork() || veto.GrantsNetwork() {
+		t.Errorf("GrantsNetwork: %v by default, %v with NoNetwork", allow.GrantsNetwork(), veto.GrantsNetwork())
+	}
+}
+
+// fakeEngine answers the Engine API calls one Run makes and records the
+// containers created.
+type fakeEngine struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	cs  []containerConfig
+	log []string
+}
+
+func newFakeEngine(t *testing.T) *fakeEngine {
+	f := &fakeEngine{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		path := r.URL.Path
+		if path != "/version" {
+			path = strings.TrimPrefix(path, "/v1.41")
+		}
+		f.log = append(f.log, r.Method+" "+path)
+		switch {
+		case path == "/version":
+			_, _ = io.WriteString(w, `{"ApiVersion":"1.41"}`)
+		case strings.HasPrefix(path, "/images/"):
+			_, _ = io.WriteString(w, `{"Id":"sha256:fake","Config":{"Labels":{}}}`)
+		case path == "/containers/create":
+			var c containerConfig
+			if err := json.NewDecoder(r.Body).Decode(&c); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			f.cs = append(f.cs, c)
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, `{"Id":"c0ffee","Warnings":[]}`)
+		case strings.HasSuffix(path, "/start"), r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		case strings.HasSuffix(path, "/logs"):
+			// One stdout frame.
+			_, _ = w.Write(append([]byte{1, 0, 0, 0, 0, 0, 0, 3}, "hi\n"...))
+		case strings.HasSuffix(path, "/wait"):
+			_, _ = io.WriteString(w, `{"StatusCode":0}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeEngine) host() string { return "tcp://" + f.srv.Listener.Addr().String() }
+
+func (f *fakeEngine) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cs = nil
+}
+
+func (f *fakeEngine) created() []containerConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.cs)
+}
+
+func (f *fakeEngine) calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.log)
 }

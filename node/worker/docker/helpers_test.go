@@ -61,8 +61,7 @@ func goBuild(tb testing.TB, dir, name, pkg string, ldflags string) string {
 }
 
 // probeImage builds the probe (testdata/probe) into an image FROM scratch,
-// labelled pwmesh.test, asking for network and declaring a volume; it is
-// removed at cleanup.
+// labelled pwmesh.test and declaring a volume; it is removed at cleanup.
 func probeImage(tb testing.TB) string {
 	tb.Helper()
 	id := randID()
@@ -75,7 +74,7 @@ func probeImage(tb testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	df := "FROM scratch\nCOPY probe /probe\nVOLUME /scratch\nENTRYPOINT [\"/probe\"]\n"
-	labels := map[string]string{"pwmesh.test": id, LabelNetwork: "bridge"}
+	labels := map[string]string{"pwmesh.test": id}
 	if err := c.build(ctx, tag, labels, df, []contextFile{{Name: "probe", Path: bin, Mode: 0o755}}, nil); err != nil {
 		tb.Fatal(err)
 	}
