@@ -18,7 +18,7 @@ import (
 // at once, and when its readings moved at most every publishEvery.
 const (
 	telemetryEvery = 5 * time.Second
-	publishEvery   = 30 * time.Second
+	publishEvery   = 5 * time.Second
 )
 
 type gpuMetrics struct {
