@@ -156,6 +156,7 @@ func New(cfg Config) (*Node, error) {
 		Writer:         n,
 		Store:          n.store,
 		Datasets:       n.storage,
+		Keys:           n.storage,
 		Cluster:        n,
 		Logs:           n,
 		ValidateParams: validateParams,

@@ -466,3 +466,10 @@ func (f *FSM) StoredBytes(tenant string) int64 {
 	}
 	return total
 }
+
+// TenantNames lists every tenant, sorted.
+func (f *FSM) TenantNames() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Sorted(maps.Keys(f.s.tenants))
+}

@@ -77,6 +77,14 @@ type Health struct {
 // Cluster reports the node's view of the cluster.
 type Cluster interface{ Health() Health }
 
+// KeyRotator rotates dataset keys (node/storage).
+type KeyRotator interface {
+	// RotateTenantKey adds a data key version for new datasets of tenant.
+	RotateTenantKey(ctx context.Context, tenant string) (uint32, error)
+	// RewrapAll wraps every tenant's data keys with the active master key.
+	RewrapAll(ctx context.Context) (tenants int, master string, err error)
+}
+
 // Datasets seals, stores and opens tenants' datasets (node/storage).
 type Datasets interface {
 	// PutDataset stores r for tenant once it is durable and returns the
@@ -97,12 +105,15 @@ type LogSource interface {
 // Deps are the Server's collaborators. State, Writer, Store and Cluster are
 // required.
 type Deps struct {
-	State   State
-	Writer  Writer
-	Store   cas.Store
+	State  State
+	Writer Writer
+	Store  cas.Store
 	// Datasets seals and stores uploads and opens them again.
 	Datasets Datasets
-	Cluster  Cluster
+	// Keys rotates the keys that seal datasets (nil: the admin endpoints
+	// answer 501).
+	Keys    KeyRotator
+	Cluster Cluster
 	// Logs serves GET /jobs/{id}/logs; nil answers every job's log as empty.
 	Logs LogSource
 	// ValidateParams checks a job's params for its type; nil accepts any

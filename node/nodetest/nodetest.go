@@ -389,3 +389,26 @@ func Poll(timeout time.Duration, cond func() bool) bool {
 
 // String names the node for messages.
 func (n *Node) String() string { return fmt.Sprintf("%s(%s)", n.ID(), n.URL) }
+
+// MasterKeys returns the master key file every node of the cluster reads
+// ("ID HEX" lines, the first active).
+func (c *Cluster) MasterKeys() string {
+	c.t.Helper()
+	b, err := os.ReadFile(c.keyFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// SetMasterKeys replaces the master key file; nodes read it when they
+// (re)start.
+func (c *Cluster) SetMasterKeys(content string) {
+	c.t.Helper()
+	if err := os.WriteFile(c.keyFile, []byte(content), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// NewMasterKey returns a key file line "id HEX" with a fresh key.
+func NewMasterKey(id string) string { return id + " " + randomHex(32) + "\n" }

@@ -208,6 +208,24 @@ func (s *Storage) RewrapTenantKeys(ctx context.Context, tenant string) error {
 	return s.awaitTenant(ctx, tenant, t.KeysGen)
 }
 
+// RewrapAll rewraps every tenant's data keys with the active master key
+// (step three of a master-key rotation) and returns how many tenants had
+// keys, and the active master key's ID.
+func (s *Storage) RewrapAll(ctx context.Context) (int, string, error) {
+	n := 0
+	for _, name := range s.state.TenantNames() {
+		t, ok := s.state.Tenant(name)
+		if !ok || len(t.Keys) == 0 {
+			continue
+		}
+		if err := s.RewrapTenantKeys(ctx, name); err != nil {
+			return n, s.cfg.Keys.Active(), err
+		}
+		n++
+	}
+	return n, s.cfg.Keys.Active(), nil
+}
+
 func toWrapped(k scheduler.SealedKey) seal.WrappedKey {
 	return seal.WrappedKey{Version: k.Version, Master: k.Master, Sealed: k.Sealed}
 }

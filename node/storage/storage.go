@@ -45,6 +45,7 @@ type State interface {
 	Nodes() []scheduler.Node
 	Tombstoned(cid string) bool
 	Tenant(name string) (scheduler.Tenant, bool)
+	TenantNames() []string
 	Datasets(tenant string) []scheduler.Dataset
 	ExpiredBundles(now time.Time) []string
 	Garbage(cutoff time.Time) []string
