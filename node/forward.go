@@ -82,6 +82,11 @@ func (w *wireError) err() error {
 // scheduler.ErrNoLeader to callers.
 var errUnreachable = fmt.Errorf("leader unreachable: %w", scheduler.ErrNoLeader)
 
+// leaderMoved reports an error that says the write met no leader.
+func leaderMoved(err error) bool {
+	return errors.Is(err, scheduler.ErrNotLeader) || errors.Is(err, scheduler.ErrNoLeader)
+}
+
 // repeatable says whether c may be sent again after an attempt whose fate is
 // unknown: applying it twice gives what applying it once gives.
 func repeatable(c scheduler.Command) bool {
@@ -121,14 +126,19 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 	var last error
 	for attempt := 0; ; {
 		if f.raft.IsLeader() {
-			return f.raft.Apply(ctx, restamp(c, f.clock))
-		}
-		if addr := f.raft.LeaderAddr(); addr != "" && f.net != nil {
+			v, err := f.raft.Apply(ctx, restamp(c, f.clock))
+			if !(repeatable(c) && leaderMoved(err)) {
+				return v, err
+			}
+			// Leadership was lost under this write: a command that may
+			// safely be applied twice waits for the next leader.
+			last = err
+		} else if addr := f.raft.LeaderAddr(); addr != "" && f.net != nil {
 			v, err := f.remote(ctx, addr, c)
 			switch {
-			case errors.Is(err, errUnreachable) && repeatable(c):
-				// The leader fell silent (a failover): a command that may
-				// safely be sent twice waits for the next leader.
+			case repeatable(c) && (errors.Is(err, errUnreachable) || leaderMoved(err)):
+				// The leader fell silent or moved (a failover): a command
+				// that may safely be sent twice waits for the next leader.
 				last = err
 			case !errors.Is(err, scheduler.ErrNotLeader) || attempt > 0:
 				return v, err

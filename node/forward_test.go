@@ -106,3 +106,29 @@ func TestForwardRetriesOnlyRepeatableCommands(t *testing.T) {
 		t.Fatalf("submit: %v after %d calls, want ErrNoLeader after one call", err, net.calls)
 	}
 }
+
+// counting wraps a network and counts its calls.
+type counting struct {
+	caller
+	calls int
+}
+
+func (c *counting) Call(ctx context.Context, peer, proto string, req []byte) ([]byte, error) {
+	c.calls++
+	return c.caller.Call(ctx, peer, proto, req)
+}
+
+// A write that may be applied twice keeps asking while a stale leader says
+// "not the leader"; any other gives up after one retry.
+func TestForwardRepeatableWaitsForANewLeader(t *testing.T) {
+	t.Parallel()
+	net := &counting{caller: loopback{h: serveApply(follower{}, nil)}}
+	fw := &forwarder{raft: follower{addr: "stale"}, net: net, wait: 300 * time.Millisecond}
+	if _, err := fw.Apply(context.Background(), &scheduler.RenewLease{JobID: "j", Token: 1}); !errors.Is(err, scheduler.ErrNotLeader) || net.calls < 3 {
+		t.Fatalf("renewal: %v after %d calls, want ErrNotLeader after several", err, net.calls)
+	}
+	net.calls = 0
+	if _, err := fw.Apply(context.Background(), &scheduler.CreateKey{}); !errors.Is(err, scheduler.ErrNotLeader) || net.calls != 2 {
+		t.Fatalf("create key: %v after %d calls, want ErrNotLeader after 2", err, net.calls)
+	}
+}
