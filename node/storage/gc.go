@@ -11,6 +11,10 @@ import (
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
+// adoptEvery is how often a node looks for referenced local copies the
+// index does not list for it.
+const adoptEvery = 5 * time.Minute
+
 // retentionInterval is how often the leader applies retention and forgets
 // garbage.
 const retentionInterval = time.Minute
@@ -72,10 +76,20 @@ func (s *Storage) RetainOnce(ctx context.Context) {
 // copies (adopt), on every change of the state (at most once a second) and
 // once a minute.
 func (s *Storage) collectLoop(ctx context.Context) {
+	var adopted time.Time
 	for {
 		changed := s.state.Watch()
 		s.CollectOnce(ctx)
-		s.adopt(ctx)
+		// Adopting stats every referenced object: at start, a minute
+		// later (the replica may have been catching up), then rarely.
+		if adopted.IsZero() || time.Since(adopted) >= adoptEvery {
+			first := adopted.IsZero()
+			s.adopt(ctx)
+			adopted = time.Now()
+			if first {
+				adopted = adopted.Add(time.Minute - adoptEvery)
+			}
+		}
 		t := time.NewTimer(time.Minute)
 		select {
 		case <-ctx.Done():
