@@ -164,15 +164,17 @@ func (s *Storage) targets(b scheduler.Blob, n int) []string {
 }
 
 // missing is how many more live node copies b needs.
-func (s *Storage) missing(b scheduler.Blob) int {
-	live := s.peers.Live()
+func (s *Storage) missing(b scheduler.Blob) int { return s.missingAmong(b, s.peers.Live(), s.state.WantCopies()) }
+
+// missingAmong is missing given the live peers and the wanted copies.
+func (s *Storage) missingAmong(b scheduler.Blob, live []string, want int) int {
 	n := 0
 	for _, h := range b.Holders {
 		if h == s.cfg.NodeID || slices.Contains(live, h) {
 			n++
 		}
 	}
-	return s.state.WantCopies() - n
+	return want - n
 }
 
 // replicateOnce asks enough target nodes, in parallel, to copy b; it
@@ -223,8 +225,9 @@ func (s *Storage) repairLoop(ctx context.Context) {
 	for {
 		changed := s.state.Watch()
 		short := map[string]bool{}
+		live, want := s.peers.Live(), s.state.WantCopies()
 		for _, b := range s.state.Blobs() {
-			if s.missing(b) <= 0 || s.state.Tombstoned(b.CID) {
+			if s.missingAmong(b, live, want) <= 0 || s.state.Tombstoned(b.CID) {
 				continue
 			}
 			short[b.CID] = true
