@@ -255,6 +255,12 @@ func (s *Storage) repairLoop(ctx context.Context) {
 			t.Stop()
 			return
 		case <-changed:
+			// A pass reads the whole index: at most a few a second, however
+			// often the state changes (lease renewals are frequent).
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
 		case <-t.C:
 		}
 		t.Stop()
