@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -107,13 +108,29 @@ func (s *Storage) collectLoop(ctx context.Context) {
 	}
 }
 
+// cacheGrace is how long an unlisted local copy of an object that has
+// enough copies elsewhere is kept (a read-through cache) before it is
+// evicted; it also covers a copy being recorded right now.
+const cacheGrace = 10 * time.Minute
+
+// pather is a store that can say where an object lives (fsstore).
+type pather interface{ Path(cid.Cid) string }
+
 // CollectOnce deletes the local copies of tombstoned objects, and a
-// node-local mirror's copies with them.
+// node-local mirror's copies with them, and evicts cached copies: local
+// copies the index does not list here of objects that have all the copies
+// they want elsewhere, untouched for cacheGrace.
 func (s *Storage) CollectOnce(ctx context.Context) {
-	var doomed []cid.Cid
+	var doomed, cached []cid.Cid
+	live, want := s.peers.Live(), s.state.WantCopies()
 	err := s.cfg.Local.List(ctx, func(r cas.Ref) error {
-		if s.state.Tombstoned(r.CID.String()) {
+		id := r.CID.String()
+		if s.state.Tombstoned(id) {
 			doomed = append(doomed, r.CID)
+			return nil
+		}
+		if b, ok := s.state.Blob(id); ok && !holds(b, s.cfg.NodeID) && s.missingAmong(b, live, want) <= 0 && s.idle(r.CID) {
+			cached = append(cached, r.CID)
 		}
 		return nil
 	})
@@ -133,4 +150,20 @@ func (s *Storage) CollectOnce(ctx context.Context) {
 		}
 		s.log.Info("storage: deleted forgotten content", "cid", c.String())
 	}
+	for _, c := range cached {
+		if err := s.cfg.Local.Delete(ctx, c); err == nil {
+			s.log.Debug("storage: evicted a cached copy", "cid", c.String())
+		}
+	}
+}
+
+// idle reports whether the local copy of c was last written cacheGrace ago
+// or more (stores that cannot say are never evicted from).
+func (s *Storage) idle(c cid.Cid) bool {
+	p, ok := s.cfg.Local.(pather)
+	if !ok {
+		return false
+	}
+	st, err := os.Stat(p.Path(c))
+	return err == nil && time.Since(st.ModTime()) >= cacheGrace
 }

@@ -93,7 +93,9 @@ func (s *Storage) fill(ctx context.Context, c cid.Cid) error {
 	if err := s.fillFrom(ctx, c, nil); err != nil {
 		return err
 	}
-	if b, ok := s.state.Blob(c.String()); ok && !holds(b, s.cfg.NodeID) {
+	// The copy counts (and is kept) only when the object is short of
+	// copies; otherwise it is a cache that CollectOnce evicts later.
+	if b, ok := s.state.Blob(c.String()); ok && !holds(b, s.cfg.NodeID) && s.missing(b) > 0 {
 		ref, err := s.cfg.Local.Stat(ctx, c)
 		if err == nil {
 			_, err = s.w.Apply(context.WithoutCancel(ctx), blobStored(s, ref, b.Kind))

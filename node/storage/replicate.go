@@ -164,7 +164,9 @@ func (s *Storage) targets(b scheduler.Blob, n int) []string {
 }
 
 // missing is how many more live node copies b needs.
-func (s *Storage) missing(b scheduler.Blob) int { return s.missingAmong(b, s.peers.Live(), s.state.WantCopies()) }
+func (s *Storage) missing(b scheduler.Blob) int {
+	return s.missingAmong(b, s.peers.Live(), s.state.WantCopies())
+}
 
 // missingAmong is missing given the live peers and the wanted copies.
 func (s *Storage) missingAmong(b scheduler.Blob, live []string, want int) int {

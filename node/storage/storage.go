@@ -174,8 +174,8 @@ func (s *Storage) adopt(ctx context.Context) {
 		kind, ok := unindexed[id]
 		if !ok {
 			b, indexed := s.state.Blob(id)
-			if !indexed || holds(b, s.cfg.NodeID) {
-				continue
+			if !indexed || holds(b, s.cfg.NodeID) || s.missing(b) <= 0 {
+				continue // listed here, or enough copies elsewhere
 			}
 			kind = b.Kind
 		}

@@ -509,3 +509,56 @@ func TestServeBlobNeverPassesACorruptCopy(t *testing.T) {
 		t.Fatal("the damaged copy was kept")
 	}
 }
+
+// others says nodes n2 and n3 are alive; they serve nothing.
+type others struct{ alone }
+
+func (others) Live() []string { return []string{"n2", "n3"} }
+
+// TestCachedCopiesAreEvicted: a local copy the index does not list here,
+// of an object with all its copies elsewhere, is a cache: kept while
+// fresh, evicted once idle; kept when the object is short of copies.
+func TestCachedCopiesAreEvicted(t *testing.T) {
+	t.Parallel()
+	keys, _ := seal.NewKeyring(masterKey("m1"))
+	f := newFixture(t, keys)
+	s, err := New(Config{NodeID: "n1", Local: f.local, Keys: keys, Clock: f.clock}, f.fsm, f.raft, others{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, id := range []string{"n2", "n3"} {
+		schedulertest.MustApply(t, f.raft, &scheduler.RegisterNode{At: f.clock.Now(), Node: scheduler.Node{ID: id, State: scheduler.NodeReady, Incarnation: "i"}})
+	}
+	put := func(holders ...string) cas.Ref {
+		ref, err := f.local.Put(ctx, bytes.NewReader(randomBytes(1000)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range holders {
+			schedulertest.MustApply(t, f.raft, &scheduler.BlobStored{At: f.clock.Now(), CID: ref.CID.String(), Size: ref.Size, Kind: scheduler.BlobBundle, Node: h})
+		}
+		return ref
+	}
+	age := func(ref cas.Ref) {
+		old := time.Now().Add(-time.Hour)
+		if err := os.Chtimes(f.local.Path(ref.CID), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three ready nodes want two copies.
+	cachedIdle, cachedFresh, short, mine := put("n2", "n3"), put("n2", "n3"), put("n2"), put("n1", "n2")
+	for _, r := range []cas.Ref{cachedIdle, short, mine} {
+		age(r)
+	}
+	s.CollectOnce(ctx)
+	for _, c := range []struct {
+		ref  cas.Ref
+		kept bool
+		what string
+	}{{cachedIdle, false, "an idle cached copy"}, {cachedFresh, true, "a fresh cached copy"}, {short, true, "a copy of a short object"}, {mine, true, "a listed copy"}} {
+		if has, _ := f.local.Has(ctx, c.ref.CID); has != c.kept {
+			t.Errorf("%s: kept %v, want %v", c.what, has, c.kept)
+		}
+	}
+}
