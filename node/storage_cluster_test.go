@@ -20,6 +20,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pwmesh/pwmesh/cas"
+	"github.com/pwmesh/pwmesh/cas/castest"
 	"github.com/pwmesh/pwmesh/node/nodetest"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web/client"
@@ -274,16 +275,5 @@ func TestSecondWorkerFetchesTheOperator(t *testing.T) {
 // corruptOnDisk flips a byte of c's file in n's store.
 func corruptOnDisk(t *testing.T, n *nodetest.Node, c cid.Cid) {
 	t.Helper()
-	p := n.LocalStore().(interface{ Path(cid.Cid) string }).Path(c)
-	if err := os.Chmod(p, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/3] ^= 0x5a
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	castest.DamageFile(t, n.LocalStore().(interface{ Path(cid.Cid) string }).Path(c))
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -501,5 +502,26 @@ func testCIDRoundTrip(t *testing.T, s cas.Store) {
 	}
 	if st, err := s.Stat(t.Context(), c); err != nil || !sameRef(st, ref) {
 		t.Errorf("Stat(parsed) = %+v, %v", st, err)
+	}
+}
+
+// DamageFile flips one byte in the middle of a stored object's file, as a
+// failing disk would (stored objects are read-only: it makes the file
+// writable first).
+func DamageFile(tb testing.TB, path string) {
+	tb.Helper()
+	if err := os.Chmod(path, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(b) == 0 {
+		tb.Fatalf("castest: %s is empty: nothing to damage", path)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -63,7 +63,9 @@ func (d *fakeDevice) GetTotalEccErrors(gonvml.MemoryErrorType, gonvml.EccCounter
 	}
 	return d.lib.ecc, d.lib.ret("ecc")
 }
-func (d *fakeDevice) RegisterEvents(uint64, gonvml.EventSet) gonvml.Return { return d.lib.ret("register") }
+func (d *fakeDevice) RegisterEvents(uint64, gonvml.EventSet) gonvml.Return {
+	return d.lib.ret("register")
+}
 func (d *fakeDevice) GetMigMode() (int, int, gonvml.Return) {
 	if d.lib.mig && d.i == 1 {
 		return gonvml.DEVICE_MIG_ENABLE, gonvml.DEVICE_MIG_ENABLE, d.lib.ret("migmode")

@@ -337,18 +337,7 @@ func TestRetentionRemovesFreeBundles(t *testing.T) {
 // corrupt flips a byte of ref's file on disk.
 func corrupt(t *testing.T, local *fsstore.Store, ref cas.Ref) {
 	t.Helper()
-	p := local.Path(ref.CID)
-	if err := os.Chmod(p, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	castest.DamageFile(t, local.Path(ref.CID))
 }
 
 func mustOpenLocal(t *testing.T, f *fixture, ref cas.Ref) io.Reader {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/scheduler/schedulertest"
 )
 
 // TestEngine runs the probe image on the real engine: what a job's
@@ -234,7 +235,7 @@ func TestEngine(t *testing.T) {
 		go func() {
 			done <- e.Run(ctx, worker.Task{JobID: jobID, Root: jobDir(t, map[string]any{"mode": "sleep"}), Timeout: time.Hour, Log: &log, Image: image})
 		}()
-		waitFor(t, time.Minute, "the probe to start", func() bool { return log.Contains("ready") })
+		schedulertest.WaitFor(t, time.Minute, "the probe to start", func() bool { return log.Contains("ready") })
 		// While it runs: the engine has the container as it was asked to.
 		checkRunningContainer(t, e, jobID)
 		cancel()

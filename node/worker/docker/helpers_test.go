@@ -196,15 +196,3 @@ func (s *syncBuffer) String() string {
 }
 
 func (s *syncBuffer) Contains(sub string) bool { return strings.Contains(s.String(), sub) }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
