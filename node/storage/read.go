@@ -46,11 +46,9 @@ func (s *Storage) ensureLocal(ctx context.Context, c cid.Cid) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, cas.ErrCorrupt):
-		s.log.Error("storage: corrupt copy on disk; removing it and fetching another", "cid", c.String(), "err", err)
-		if derr := s.cfg.Local.Delete(ctx, c); derr != nil && !errors.Is(derr, cas.ErrNotFound) {
-			return fmt.Errorf("storage: remove corrupt %s: %w", c, derr)
+		if derr := s.dropCorrupt(ctx, c, err); derr != nil {
+			return derr
 		}
-		s.dropHeld(context.WithoutCancel(ctx), c, "corrupt copy on disk")
 	case !errors.Is(err, cas.ErrNotFound):
 		return err
 	}
@@ -170,11 +168,20 @@ func (s *Storage) ServeBlob(ctx context.Context, _ string, req []byte) (io.ReadC
 		return nil, err
 	}
 	return &verifyingReader{f: f, h: cas.NewHasher(), want: c, onCorrupt: func(err error) {
-		s.log.Error("storage: corrupt copy on disk found while sending it; removing it", "cid", c.String(), "err", err)
-		bg := context.WithoutCancel(ctx)
-		_ = s.cfg.Local.Delete(bg, c)
-		s.dropHeld(bg, c, "corrupt copy on disk")
+		_ = s.dropCorrupt(ctx, c, err)
 	}}, nil
+}
+
+// dropCorrupt removes a local copy found damaged (why) and its record in
+// the index, so that reads and repair fetch a good copy.
+func (s *Storage) dropCorrupt(ctx context.Context, c cid.Cid, why error) error {
+	s.log.Error("storage: corrupt copy on disk; removing it", "cid", c.String(), "err", why)
+	bg := context.WithoutCancel(ctx)
+	if err := s.cfg.Local.Delete(bg, c); err != nil && !errors.Is(err, cas.ErrNotFound) {
+		return fmt.Errorf("storage: remove corrupt %s: %w", c, err)
+	}
+	s.dropHeld(bg, c, "corrupt copy on disk")
+	return nil
 }
 
 // verifyingReader hashes what it reads and, at the end, refuses content

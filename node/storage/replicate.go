@@ -45,7 +45,9 @@ func (s *Storage) ServeReplicate(ctx context.Context, _ string, req []byte) ([]b
 	}
 	if err := s.verifyLocal(ctx, c); err != nil {
 		if errors.Is(err, cas.ErrCorrupt) {
-			_ = s.cfg.Local.Delete(ctx, c)
+			if err := s.dropCorrupt(ctx, c, err); err != nil {
+				return nil, err
+			}
 		}
 		if err := s.fillFrom(ctx, c, r.From); err != nil {
 			return nil, err
