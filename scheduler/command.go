@@ -34,6 +34,8 @@ const (
 	CmdPutTenantKeys    CommandType = 19
 	CmdSetClusterConfig CommandType = 20
 	CmdUpdateGPUs       CommandType = 21
+	CmdRevokeKey        CommandType = 22
+	CmdTouchKeys        CommandType = 23
 )
 
 func (t CommandType) String() string {
@@ -80,6 +82,10 @@ func (t CommandType) String() string {
 		return "set_cluster_config"
 	case CmdUpdateGPUs:
 		return "update_gpus"
+	case CmdRevokeKey:
+		return "revoke_key"
+	case CmdTouchKeys:
+		return "touch_keys"
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -97,6 +103,12 @@ var (
 	// ErrNotDurable: content is not yet stored where the durability rule
 	// wants it (see Blob); the proposer stores more copies and retries.
 	ErrNotDurable = errors.New("not durable")
+	// ErrIdempotencyMismatch: an idempotency key was used again with a
+	// different request (the web layer answers 422).
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with another request")
+	// ErrForbidden: the proposer may not make this change (a forwarded
+	// write its key or its node has no authority for).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Command is one typed write. The proposer stamps every time and ID into it
@@ -125,11 +137,15 @@ type DeleteDataset struct {
 }
 
 // SubmitJob queues a job. A repeated IdempotencyKey of the same tenant
-// returns the job it first created.
+// returns the job it first created, or ErrIdempotencyMismatch when both
+// submissions carry a RequestHash and the hashes differ.
 type SubmitJob struct {
 	At             time.Time `json:"at"`
 	Job            Job       `json:"job"`
 	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	// RequestHash is the hex SHA-256 of the canonical request (set by the
+	// web layer).
+	RequestHash string `json:"request_hash,omitempty"`
 }
 
 // AssignJob starts a queued job on a node under a lease. The fencing token
@@ -311,6 +327,10 @@ func Decode(b []byte) (Command, error) {
 		c = &SetClusterConfig{}
 	case CmdUpdateGPUs:
 		c = &UpdateGPUs{}
+	case CmdRevokeKey:
+		c = &RevokeKey{}
+	case CmdTouchKeys:
+		c = &TouchKeys{}
 	default:
 		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
 	}

@@ -31,6 +31,8 @@ func allCommands() []Command {
 		&SetNodeState{At: t0, ID: "n", State: NodeDown},
 		&PutOperator{At: t0, Entry: OperatorEntry{Key: "op", Ref: BundleRef{CID: "oc", SHA256: "os", Size: 1}}},
 		&AssignBatch{Assignments: []AssignJob{{Claim: true, At: t0, JobID: "j", Node: "n", Incarnation: "i", GPUs: []int{1}, ExpiresAt: exp}}},
+		&RevokeKey{At: t0, ID: "key_1", Tenant: "acme"},
+		&TouchKeys{At: t0, Used: map[string]time.Time{"key_1": exp}},
 	}
 }
 
@@ -77,7 +79,7 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"empty", nil, ErrPayloadBytes},
 		{"type zero", []byte{0, '{', '}'}, ErrUnknownCmd},
-		{"type after last", []byte{byte(CmdUpdateGPUs) + 1, '{', '}'}, ErrUnknownCmd},
+		{"type after last", []byte{byte(CmdTouchKeys) + 1, '{', '}'}, ErrUnknownCmd},
 		{"type 255", []byte{255}, ErrUnknownCmd},
 		{"bad json", []byte{byte(CmdSubmitJob), '{'}, ErrPayloadBytes},
 		{"trailing data", []byte{byte(CmdCancelJob), '{', '}', 'x'}, ErrPayloadBytes},

@@ -230,24 +230,6 @@ func (f *FSM) PlaceInput() PlaceInput {
 	return f.placeInputLocked()
 }
 
-// Key looks up an API key by the hex SHA-256 of its secret.
-func (f *FSM) Key(hash string) (APIKey, bool) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	k, ok := f.s.keys[hash]
-	if !ok {
-		return APIKey{}, false
-	}
-	return *k, true
-}
-
-// KeyCount is the number of stored keys (zero before bootstrap).
-func (f *FSM) KeyCount() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return len(f.s.keys)
-}
-
 // Tenant returns a tenant.
 func (f *FSM) Tenant(name string) (Tenant, bool) {
 	f.mu.RLock()
@@ -347,8 +329,10 @@ type tombstoneRecord struct {
 }
 
 type idemRecord struct {
-	Key string `json:"key"`
-	Job string `json:"job"`
+	Key  string    `json:"key"`
+	Job  string    `json:"job"`
+	Hash string    `json:"hash,omitempty"`
+	At   time.Time `json:"at,omitzero"`
 }
 
 // Snapshot implements raft.FSM: it copies the state under the lock and
@@ -383,7 +367,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		add(recOperator, OperatorEntry{Key: k, Ref: f.s.operators[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.s.idem)) {
-		add(recIdem, idemRecord{Key: k, Job: f.s.idem[k]})
+		e := f.s.idem[k]
+		add(recIdem, idemRecord{Key: k, Job: e.Job, Hash: e.Hash, At: e.At})
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.s.blobs)) {
 		add(recBlob, f.s.blobs[k])
@@ -478,7 +463,7 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 		if err := json.Unmarshal(b, &v); err != nil {
 			return err
 		}
-		s.keys[v.Hash] = &v
+		s.putKey(&v)
 	case recDataset:
 		var v Dataset
 		if err := json.Unmarshal(b, &v); err != nil {
@@ -508,7 +493,7 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 		if err := json.Unmarshal(b, &v); err != nil {
 			return err
 		}
-		s.idem[v.Key] = v.Job
+		s.idem[v.Key] = idemEntry{Job: v.Job, Hash: v.Hash, At: v.At}
 	case recBlob:
 		var v Blob
 		if err := json.Unmarshal(b, &v); err != nil {

@@ -19,11 +19,12 @@ const MaxAttempts = 5
 type state struct {
 	tenants   map[string]*Tenant
 	keys      map[string]*APIKey // by hash
+	keyIDs    map[string]string  // key ID -> hash
 	datasets  map[string]*Dataset
 	jobs      map[string]*Job
 	nodes     map[string]*Node
 	operators map[string]BundleRef
-	idem      map[string]string // tenant + "\x00" + key -> job id
+	idem      map[string]idemEntry // tenant + "\x00" + key -> the first submission
 	// blobs indexes stored objects by CID; tombstones holds forgotten ones.
 	blobs      map[string]*Blob
 	tombstones map[string]time.Time
@@ -34,11 +35,12 @@ func newState() *state {
 	return &state{
 		tenants:    map[string]*Tenant{},
 		keys:       map[string]*APIKey{},
+		keyIDs:     map[string]string{},
 		datasets:   map[string]*Dataset{},
 		jobs:       map[string]*Job{},
 		nodes:      map[string]*Node{},
 		operators:  map[string]BundleRef{},
-		idem:       map[string]string{},
+		idem:       map[string]idemEntry{},
 		blobs:      map[string]*Blob{},
 		tombstones: map[string]time.Time{},
 	}
@@ -48,7 +50,11 @@ func newState() *state {
 func (s *state) apply(idx uint64, c Command) (any, error) {
 	switch c := c.(type) {
 	case *CreateKey:
-		return s.createKey(c)
+		return typed(s.createKey(c))
+	case *RevokeKey:
+		return typed(s.revokeKey(c))
+	case *TouchKeys:
+		return typed(s.touchKeys(c))
 	case *RegisterDataset:
 		d := c.Dataset
 		if d.CreatedAt.IsZero() {
@@ -111,26 +117,12 @@ func (s *state) apply(idx uint64, c Command) (any, error) {
 	return nil, fmt.Errorf("scheduler: apply %T: %w", c, ErrUnknownCmd)
 }
 
-func (s *state) createKey(c *CreateKey) (any, error) {
-	k := c.Key
-	if k.Hash == "" || k.Tenant == "" || PriorityRank(k.Tier) < 0 || k.Tier == PrioritySprint {
-		return nil, fmt.Errorf("create key: %w: tenant and a tier of free or paid are required", ErrInvalid)
+// typed turns a typed answer into Apply's: no value with an error.
+func typed[T any](v T, err error) (any, error) {
+	if err != nil {
+		return nil, err
 	}
-	if _, ok := s.keys[k.Hash]; ok {
-		return nil, fmt.Errorf("create key: %w: key exists", ErrConflict)
-	}
-	t, ok := s.tenants[k.Tenant]
-	if !ok {
-		t = &Tenant{Name: k.Tenant, CreatedAt: c.At}
-		s.tenants[k.Tenant] = t
-	}
-	// The tenant's tier is the highest tier of its keys.
-	if PriorityRank(k.Tier) > PriorityRank(t.Tier) {
-		t.Tier = k.Tier
-	}
-	k.CreatedAt = c.At
-	s.keys[k.Hash] = &k
-	return k, nil
+	return v, nil
 }
 
 func (s *state) registerDataset(d Dataset) (any, error) {
@@ -162,11 +154,21 @@ func (s *state) deleteDataset(c *DeleteDataset) (any, error) {
 	return *d, nil
 }
 
+// idemEntry remembers the first submission under an idempotency key.
+type idemEntry struct {
+	Job  string
+	Hash string    // RequestHash of that submission ("" before hashes existed)
+	At   time.Time // when it was submitted
+}
+
 func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
 	j := c.Job
 	if c.IdempotencyKey != "" {
-		if id, ok := s.idem[j.Tenant+"\x00"+c.IdempotencyKey]; ok {
-			if prev, ok := s.jobs[id]; ok {
+		if e, ok := s.idem[j.Tenant+"\x00"+c.IdempotencyKey]; ok {
+			if e.Hash != "" && c.RequestHash != "" && e.Hash != c.RequestHash {
+				return nil, fmt.Errorf("submit job: idempotency key %q: %w: it was used with another request", c.IdempotencyKey, ErrIdempotencyMismatch)
+			}
+			if prev, ok := s.jobs[e.Job]; ok {
 				return cloneJob(prev), nil
 			}
 		}
@@ -216,7 +218,7 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
 	j.Metrics, j.RunBundle, j.Outputs, j.Error = nil, nil, nil, nil
 	s.jobs[j.ID] = &j
 	if c.IdempotencyKey != "" {
-		s.idem[j.Tenant+"\x00"+c.IdempotencyKey] = j.ID
+		s.idem[j.Tenant+"\x00"+c.IdempotencyKey] = idemEntry{Job: j.ID, Hash: c.RequestHash, At: c.At}
 	}
 	return cloneJob(&j), nil
 }

@@ -205,12 +205,27 @@ type Tenant struct {
 
 // APIKey is a stored key: only the SHA-256 of the secret is kept.
 type APIKey struct {
+	// ID names the key in listings and revocation (opaque, chosen by the
+	// proposer; keys stored before IDs existed get KeyIDOf(Hash)).
+	ID        string    `json:"id"`
 	Hash      string    `json:"hash"`
 	Prefix    string    `json:"prefix"` // first characters, for humans
 	Tenant    string    `json:"tenant"`
 	Tier      string    `json:"tier"`
 	Admin     bool      `json:"admin"`
+	Name      string    `json:"name,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt, when set, ends the key's validity. The FSM only stores
+	// it: whoever reads a key checks it against its own clock (Expired).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// LastUsedAt is the latest use any node reported (TouchKeys); zero
+	// when never reported.
+	LastUsedAt time.Time `json:"last_used_at"`
+}
+
+// Expired reports whether the key is past its expiry at now.
+func (k APIKey) Expired(now time.Time) bool {
+	return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)
 }
 
 // GPU is one device a node advertises.
