@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pwmesh/pwmesh/node/tlsutil"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -59,6 +60,11 @@ type Config struct {
 	// only) on the engine's default bridge; the node advertises which, and
 	// placement sends such jobs only to nodes that give it.
 	NoJobNetwork bool `json:"no_job_network"`
+	// TLSCert and TLSKey are PEM files of the API's certificate and key
+	// (both or neither): with them the API and UI are served over HTTPS
+	// only, the pair read again when the files change.
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
 
 	// Set by the binary, not by users.
 	Version   string          `json:"-"`
@@ -144,6 +150,8 @@ const (
 	EnvClusterKey     = "PWMESH_CLUSTER_KEY"
 	EnvBootstrapToken = "PWMESH_BOOTSTRAP_TOKEN"
 	EnvMasterKeyFile  = "PWMESH_MASTER_KEY_FILE"
+	EnvTLSCert        = "PWMESH_TLS_CERT"
+	EnvTLSKey         = "PWMESH_TLS_KEY"
 )
 
 // LoadEnv merges the PWMESH_* environment into c.
@@ -162,6 +170,8 @@ func (c *Config) LoadEnv(getenv func(string) string) {
 	set(&c.ClusterKeyFile, EnvClusterKey)
 	set(&c.BootstrapToken, EnvBootstrapToken)
 	set(&c.MasterKeyFile, EnvMasterKeyFile)
+	set(&c.TLSCert, EnvTLSCert)
+	set(&c.TLSKey, EnvTLSKey)
 	if v := getenv(EnvJoin); v != "" {
 		c.Join = splitList(v)
 	}
@@ -233,8 +243,10 @@ func (c *Config) Validate() error {
 			bad("--object-store %q: want s3://bucket?..., gs://bucket or file:///path", c.ObjectStore)
 		}
 	}
-	if !c.Dev && c.ClusterKeyFile == "" && c.MasterKeyFile == "" {
-		bad("datasets are sealed with a master key that every node must share: give --cluster-key FILE (the master key derives from it) or --master-key-file FILE (\"ID HEX\" lines; pwmesh keygen --master ID writes one), or use --dev for a lone node")
+	if !c.Dev && c.ClusterKeyFile == "" {
+		// An open mesh would let anyone who reaches its ports act as a
+		// node (join gossip, learn the leader, send it commands).
+		bad("--cluster-key FILE is required outside --dev: without it anyone who reaches this node's ports could join the mesh and act as a node; make one with `pwmesh keygen -o cluster.key`, copy it to every node, and pass --cluster-key cluster.key (or use --dev for a lone node)")
 	}
 	if c.Replicas < 0 || c.Replicas > 16 {
 		bad("--replicas %d: want 1 to 16", c.Replicas)
@@ -251,5 +263,24 @@ func (c *Config) Validate() error {
 	if c.Dev && len(c.Join) > 0 {
 		bad("--dev starts a mesh of its own: drop --join, or drop --dev to join a mesh")
 	}
-	return errors.Join(errs...)
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		bad("--tls-cert and --tls-key go together: give both (a certificate and its key, e.g. from `pwmesh tls cert create`) or neither")
+	case c.TLSCert != "":
+		// The pair must load now, not at the first handshake.
+		if _, err := tlsutil.NewReloader(c.TLSCert, c.TLSKey, nil); err != nil {
+			bad("--tls-cert/--tls-key: %v", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return &ConfigError{err}
+	}
+	return nil
 }
+
+// ConfigError is a setting that Validate refused: the command line or the
+// config file must change (the binary exits 2 for it).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }

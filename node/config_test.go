@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +89,21 @@ func TestLoadOrCreateKeepsSecret(t *testing.T) {
 	st, _ := os.Stat(p)
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+func TestConfigRequiresClusterKeyOutsideDev(t *testing.T) {
+	t.Parallel()
+	c := Defaults()
+	c.MasterKeyFile = "master.keys" // a master key alone does not close the mesh
+	err := c.Validate()
+	var bad *ConfigError
+	if !errors.As(err, &bad) || !strings.Contains(err.Error(), "--cluster-key") || !strings.Contains(err.Error(), "pwmesh keygen") {
+		t.Fatalf("no cluster key outside --dev: %v, want a ConfigError naming --cluster-key and pwmesh keygen", err)
+	}
+	c = Defaults()
+	c.ClusterKeyFile = "cluster.key"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("with a cluster key: %v", err)
 	}
 }

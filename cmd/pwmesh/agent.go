@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,6 +63,8 @@ then PWMESH_* environment variables, then flags.`,
 			setIf("cluster-key", &cfg.ClusterKeyFile, f.ClusterKeyFile)
 			setIf("bootstrap-token", &cfg.BootstrapToken, f.BootstrapToken)
 			setIf("master-key-file", &cfg.MasterKeyFile, f.MasterKeyFile)
+			setIf("tls-cert", &cfg.TLSCert, f.TLSCert)
+			setIf("tls-key", &cfg.TLSKey, f.TLSKey)
 			if changed("replicas") {
 				cfg.Replicas = f.Replicas
 			}
@@ -112,6 +115,8 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.ClusterKeyFile, "cluster-key", "", "file with the shared cluster secret ($PWMESH_CLUSTER_KEY)")
 	fl.StringVar(&f.BootstrapToken, "bootstrap-token", "", "admin API key on first bootstrap; generated into <data-dir>/bootstrap-token when empty ($PWMESH_BOOTSTRAP_TOKEN)")
 	fl.StringVar(&f.MasterKeyFile, "master-key-file", "", "file of master keys (\"ID HEX\" lines, the first active) that wrap tenants' data keys; default: derived from --cluster-key ($PWMESH_MASTER_KEY_FILE)")
+	fl.StringVar(&f.TLSCert, "tls-cert", "", "the API's PEM certificate `FILE`; with --tls-key, the API and UI are served over HTTPS only; read again when the file changes (pwmesh tls cert create makes one) ($PWMESH_TLS_CERT)")
+	fl.StringVar(&f.TLSKey, "tls-key", "", "the PEM private key `FILE` of --tls-cert ($PWMESH_TLS_KEY)")
 	fl.IntVar(&f.Replicas, "replicas", 0, "copies of every bundle and dataset on distinct nodes, set when the cluster is first bootstrapped (default 2)")
 	fl.StringVar(&configFile, "config", "", "JSON file with the same settings (keys as in the flags, with _ for -)")
 	fl.IntVar(&f.Slots, "slots", 0, "CPU jobs run at once on this node (default: number of CPUs)")
@@ -141,6 +146,10 @@ func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, st
 		}
 	}
 	n, err := node.New(cfg)
+	var bad *node.ConfigError
+	if errors.As(err, &bad) {
+		return usageError{bad} // exit 2: the settings must change
+	}
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/web/client"
@@ -80,10 +81,13 @@ func randomHex(n int) string {
 type Cluster struct {
 	t       testing.TB
 	keyFile string // the master keys every node shares
-	mu      sync.Mutex
-	Nodes   []*Node
-	expect  int
-	logs    io.Writer
+	// ClusterKeyFile is the --cluster-key every node of the cluster is
+	// started with (a node refuses to start without one outside --dev).
+	ClusterKeyFile string
+	mu             sync.Mutex
+	Nodes          []*Node
+	expect         int
+	logs           io.Writer
 }
 
 // Node is one member of a test cluster.
@@ -115,6 +119,10 @@ func Start(t testing.TB, specs ...Spec) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, logs: io.Discard, keyFile: filepath.Join(t.TempDir(), "master.keys")}
 	if err := os.WriteFile(c.keyFile, []byte("nodetest "+randomHex(32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.ClusterKeyFile = filepath.Join(filepath.Dir(c.keyFile), "cluster.key")
+	if err := os.WriteFile(c.ClusterKeyFile, mesh.GenerateClusterKey(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if os.Getenv("PWMESH_TEST_LOGS") != "" {
@@ -179,6 +187,7 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	}
 	cfg.BootstrapToken = AdminToken
 	cfg.MasterKeyFile = c.keyFile
+	cfg.ClusterKeyFile = c.ClusterKeyFile
 	cfg.ObjectStore = s.ObjectStore
 	if join != "" {
 		cfg.Join = []string{join}
