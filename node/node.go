@@ -443,9 +443,9 @@ func (n *Node) Run(ctx context.Context) error {
 	// Requests (a followed log among them) end when the node stops.
 	reqCtx, stopRequests := context.WithCancel(context.Background())
 	defer stopRequests()
-	srv := &http.Server{Handler: n.api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+	srv := n.api.NewHTTPServer() // timeouts and bounds: web.Timeouts
+	srv.ErrorLog = slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)
+	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	fail := make(chan error, 4)
 	var bg sync.WaitGroup // goroutines that end with ctx
 	bg.Go(func() {

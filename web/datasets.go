@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 
 	"github.com/pwmesh/pwmesh/cas"
@@ -53,7 +54,13 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request, c *caller
 	if r.ContentLength > limit {
 		return nil, apiError(http.StatusRequestEntityTooLarge, "too_large", "dataset exceeds %d bytes", limit)
 	}
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	// An upload may take as long as it needs while its bytes flow; its
+	// answer is written once the dataset is durable, which may take longer
+	// than the server's write timeout.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	defer func() { _ = rc.SetWriteDeadline(time.Now().Add(s.cfg.Timeouts.Write)) }()
+	body := bufio.NewReader(&eofLifts{r: newStallReader(w, http.MaxBytesReader(w, r.Body, limit), s.cfg.Timeouts.Stall), rc: rc})
 	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return nil, badRequest("empty_body", "the dataset is empty")
 	} else if err != nil {
@@ -119,7 +126,7 @@ func (s *Server) getDataset(_ http.ResponseWriter, r *http.Request, c *caller) (
 
 // downloadDataset handles GET /datasets/{id}/download (an extension of the
 // contract): the dataset's bytes, with Range and the CID as ETag.
-func (s *Server) downloadDataset(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {
+func (s *Server) downloadDataset(w http.ResponseWriter, r *http.Request, c *caller) (any, error) {
 	d, err := s.tenantDataset(r, c)
 	if err != nil {
 		return nil, err
@@ -133,9 +140,14 @@ func (s *Server) downloadDataset(_ http.ResponseWriter, r *http.Request, c *call
 	if err != nil {
 		return nil, fmt.Errorf("web: open dataset %s: %w", d.ID, err)
 	}
+	if err := checkRanges(w, r, d.Size); err != nil {
+		rc.Close()
+		return nil, err
+	}
 	body := &streamSeeker{ctx: r.Context(), open: open, rc: rc, size: d.Size}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
 		defer body.Close()
+		w = longAnswer(w, s.cfg.Timeouts.Stall)
 		h := w.Header()
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("ETag", `"`+d.CID+`"`)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"strings"
 
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -70,9 +72,9 @@ func classify(err error) *Error {
 	case errors.Is(err, scheduler.ErrNotFound), errors.Is(err, cas.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "not found", Err: err}
 	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrStaleToken):
-		return &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error(), Err: err}
+		return &Error{Status: http.StatusConflict, Code: "conflict", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrInvalid):
-		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: err.Error(), Err: err}
+		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrNotLeader), errors.Is(err, scheduler.ErrNoLeader):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "no_leader",
 			Message: "the cluster has no leader yet; retry shortly", Err: err}
@@ -84,4 +86,25 @@ func classify(err error) *Error {
 		return &Error{Status: 499, Code: "cancelled", Message: "request cancelled", Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}
+
+// hostPath matches an absolute file path of two or more elements that
+// starts a word: "/tmp/x/data/jobs/job_1/out.npy" but not the path of a
+// URL ("http://host/a/b").
+var hostPath = regexp.MustCompile(`(^|[\s"'=(\[])(?:/[^/\s"':;,()\[\]{}]+)*/([^/\s"':;,()\[\]{}]+)`)
+
+// scrubPaths replaces the host paths in a message a client sees (a job's
+// error, a cause's text) by their last element: where a node keeps its
+// files is none of a tenant's business.
+func scrubPaths(msg string) string {
+	if !strings.Contains(msg, "/") {
+		return msg
+	}
+	return hostPath.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := hostPath.FindStringSubmatch(m)
+		if strings.Count(m[len(sub[1]):], "/") < 2 {
+			return m // "/jobs" or a single "/x": not a host path
+		}
+		return sub[1] + ".../" + sub[2]
+	})
 }

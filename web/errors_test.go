@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/pwmesh/pwmesh/cas"
@@ -62,5 +63,56 @@ func TestAsJob(t *testing.T) {
 		if _, ok := asJob(v); ok {
 			t.Errorf("asJob(%T) ok", v)
 		}
+	}
+}
+
+func TestScrubPaths(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"open /tmp/TestX123/001/data/jobs/job_1/out.npy: no such file": "open .../out.npy: no such file",
+		`exec: "/usr/bin/python3": not found`:                          `exec: ".../python3": not found`,
+		"/var/lib/pwmesh/jobs/job_1/log":                               ".../log",
+		"see http://host/a/b and docker.io/library/img":                "see http://host/a/b and docker.io/library/img",
+		"no such endpoint: GET /jobs":                                  "no such endpoint: GET /jobs",
+		"relative a/b/c stays":                                         "relative a/b/c stays",
+		"queued: no node has 2 GPUs":                                   "queued: no node has 2 GPUs",
+	} {
+		if got := scrubPaths(in); got != want {
+			t.Errorf("scrubPaths(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCheckJSON(t *testing.T) {
+	t.Parallel()
+	deep := func(n int) string { return strings.Repeat(`{"a":`, n) + "1" + strings.Repeat("}", n) }
+	for in, code := range map[string]string{
+		`{"a":1,"b":[1,{"c":2}],"d":{}}`:   "",
+		`[]`:                               "",
+		`{"a":1,"a":2}`:                    "duplicate_key",
+		`{"a":{"b":1,"c":{"b":2}},"b":3}`:  "",
+		`{"p":{"size":16,"size":{"x":1}}}`: "duplicate_key",
+		`{"p":[{"k":1},{"k":1,"k":2}]}`:    "duplicate_key",
+		`{"size":1,"\u0073ize":2}`:         "duplicate_key",
+		deep(maxJSONDepth):                 "",
+		deep(maxJSONDepth + 1):             "too_deep",
+		strings.Repeat("[", 5000) + strings.Repeat("]", 5000): "too_deep",
+		`{"a":1} {}`: "invalid_json",
+		`{"a":1`:     "invalid_json",
+		``:           "invalid_json",
+		`{"a" 1}`:    "invalid_json",
+	} {
+		err := checkJSON([]byte(in))
+		var got string
+		if err != nil {
+			got = classify(err).Code
+		}
+		if got != code {
+			t.Errorf("checkJSON(%.40q) = %v, want code %q", in, err, code)
+		}
+	}
+	err := checkJSON([]byte(`{"params":{"list":[{"size":1,"size":2}]}}`))
+	if err == nil || !strings.Contains(err.Error(), "$.params.list[0]") {
+		t.Errorf("message does not say where: %v", err)
 	}
 }

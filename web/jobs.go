@@ -61,9 +61,17 @@ type jobRequest struct {
 }
 
 // jobView is a job as a tenant sees it: the runner's lease (its fencing
-// token) stays internal.
+// token) stays internal, and so do host paths.
 func jobView(j scheduler.Job) scheduler.Job {
 	j.Lease = nil
+	// Messages made on a node may name its files: keep their host paths
+	// out of what a tenant sees.
+	j.Reason = scrubPaths(j.Reason)
+	if j.Error != nil {
+		e := *j.Error
+		e.Message = scrubPaths(e.Message)
+		j.Error = &e
+	}
 	return j
 }
 
@@ -401,6 +409,7 @@ func (s *Server) jobLogs(_ http.ResponseWriter, r *http.Request, c *caller) (any
 			return nil, err
 		}
 		return rawBody(func(w http.ResponseWriter, _ *http.Request) {
+			w = longAnswer(w, s.cfg.Timeouts.Stall)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
 			if rc == nil {
@@ -413,8 +422,10 @@ func (s *Server) jobLogs(_ http.ResponseWriter, r *http.Request, c *caller) (any
 		}), nil
 	}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
+		// A follow lasts as long as the job: the write deadline moves with
+		// each write instead.
+		w = longAnswer(w, s.cfg.Timeouts.Stall)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(http.StatusOK)
 		if err := s.followLog(r.Context(), w, j.ID); err != nil && r.Context().Err() == nil {
 			s.cfg.Logger.Warn("web: follow log", "job_id", j.ID, "err", err)
@@ -437,10 +448,6 @@ func parseBool(v string) (bool, error) {
 // every state change and every logPoll.
 func (s *Server) followLog(ctx context.Context, w http.ResponseWriter, id string) error {
 	rc := http.NewResponseController(w)
-	// A follow lasts as long as the job: lift the server's write deadline.
-	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
 	tick := time.NewTicker(logPoll)
 	defer tick.Stop()
 	var off int64
@@ -514,7 +521,7 @@ func (s *Server) openLog(id string) (io.ReadCloser, error) {
 
 // runBundle handles GET /jobs/{id}/runbundle: the bundle's bytes, with
 // Range and If-None-Match through http.ServeContent.
-func (s *Server) runBundle(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {
+func (s *Server) runBundle(w http.ResponseWriter, r *http.Request, c *caller) (any, error) {
 	j, err := s.tenantJob(r, c)
 	if err != nil {
 		return nil, err
@@ -530,13 +537,13 @@ func (s *Server) runBundle(_ http.ResponseWriter, r *http.Request, c *caller) (a
 	if j.FinishedAt != nil {
 		mod = *j.FinishedAt
 	}
-	return s.serveBlob(r, j.RunBundle.CID, "application/x-tar", j.ID+".runbundle.tar", mod, "bundle_not_found",
+	return s.serveBlob(w, r, j.RunBundle.CID, "application/x-tar", j.ID+".runbundle.tar", mod, "bundle_not_found",
 		fmt.Sprintf("the RunBundle of job %s is not stored on this node", j.ID))
 }
 
 // serveBlob answers with stored content: Range and If-None-Match work, the
 // ETag is the quoted CID.
-func (s *Server) serveBlob(r *http.Request, cidText, contentType, filename string, mod time.Time, missingCode, missing string) (any, error) {
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, cidText, contentType, filename string, mod time.Time, missingCode, missing string) (any, error) {
 	id, err := cas.ParseCID(cidText)
 	if err != nil {
 		return nil, fmt.Errorf("web: %s: %w", filename, err)
@@ -548,8 +555,13 @@ func (s *Server) serveBlob(r *http.Request, cidText, contentType, filename strin
 	if err != nil {
 		return nil, fmt.Errorf("web: open %s: %w", id, err)
 	}
+	if err := checkRanges(w, r, f.Size()); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
 		defer f.Close()
+		w = longAnswer(w, s.cfg.Timeouts.Stall)
 		h := w.Header()
 		h.Set("Content-Type", contentType)
 		h.Set("ETag", `"`+id.String()+`"`)

@@ -2,13 +2,16 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -94,19 +97,27 @@ func (h *headerOnly) Header() http.Header         { return h.h }
 func (h *headerOnly) Write(p []byte) (int, error) { return len(p), nil }
 func (h *headerOnly) WriteHeader(code int)        { h.status = code }
 
-// wrap authenticates (when auth), runs h and writes its answer.
+// wrap authenticates (when auth), runs h and writes its answer. A refusal
+// first drains what the client still sends of its body (drain).
 func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := &trackedBody{ReadCloser: r.Body}
+		r.Body = body
 		var c *caller
 		if auth {
 			var err error
 			if c, err = s.authenticate(r); err != nil {
+				s.drain(w, r, body)
 				s.writeError(w, r, err)
 				return
 			}
 		}
 		v, err := h(w, r, c)
 		if err != nil {
+			if body.timedOut && classify(err).Status >= 500 {
+				err = &Error{Status: errBodyStalled.Status, Code: errBodyStalled.Code, Message: errBodyStalled.Message, Err: err}
+			}
+			s.drain(w, r, body)
 			s.writeError(w, r, err)
 			return
 		}
@@ -128,41 +139,72 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b, _ = json.Marshal(errorBody{errorDetail{"internal", "internal error"}})
 	}
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	// Answers may hold secrets (a new key) or tenant data: no cache keeps them.
+	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
 
 // writeError answers with the error body and logs the cause: client
-// mistakes at debug, server failures at error.
+// mistakes at debug, server failures at error. A server failure's answer
+// names the request's ID, which its log line carries too, and never the
+// cause (which may hold host paths).
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := classify(err)
 	lvl := slog.LevelDebug
+	msg := e.Message
+	reqID := w.Header().Get(requestIDHeader)
 	if e.Status >= 500 {
 		lvl = slog.LevelError
+		if reqID != "" {
+			msg += " (request " + reqID + ")"
+		}
 	}
-	s.cfg.Logger.Log(r.Context(), lvl, "request refused", "method", r.Method, "path", r.URL.Path,
-		"status", e.Status, "code", e.Code, "err", err)
+	s.cfg.Logger.Log(r.Context(), lvl, "request refused", "method", methodLabel(r.Method), "path", r.URL.Path,
+		"status", e.Status, "code", e.Code, "request_id", reqID, "err", err)
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pwmesh"`)
 	}
-	s.writeJSON(w, e.Status, errorBody{errorDetail{e.Code, e.Message}})
+	s.writeJSON(w, e.Status, errorBody{errorDetail{e.Code, msg}})
 }
 
-// instrument sets the node header, counts and times the request under its
-// route pattern (never the raw path) and logs it at debug.
+// requestIDHeader carries the ID of every request in its answer.
+const requestIDHeader = "X-Request-Id"
+
+// methodLabel maps a request method to a fixed set, for metric labels and
+// logs: any other method (one may be megabytes long) is "other".
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodHead, http.MethodOptions:
+		return m
+	}
+	return "other"
+}
+
+// instrument sets the node, request ID and nosniff headers, counts and
+// times the request under its route pattern (never the raw path, never a
+// method outside a fixed set) and logs it at debug.
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusWriter{ResponseWriter: w}
+		hdr := w.Header()
 		if s.cfg.NodeID != "" {
-			w.Header().Set("X-Pwmesh-Node", s.cfg.NodeID)
+			hdr.Set("X-Pwmesh-Node", s.cfg.NodeID)
 		}
+		reqID := randomID("req_")
+		hdr.Set(requestIDHeader, reqID)
+		hdr.Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(rec, r)
 		d := time.Since(start)
 		code := rec.code()
-		s.metrics.observe(route, r.Method, code, d)
-		s.cfg.Logger.Debug("http request", "method", r.Method, "route", route, "status", code, "duration", d)
+		method := methodLabel(r.Method)
+		s.metrics.observe(route, method, code, d)
+		s.cfg.Logger.Debug("http request", "method", method, "route", route, "status", code,
+			"duration", d, "request_id", reqID)
 	})
 }
 
@@ -222,26 +264,132 @@ func pathID(r *http.Request) (string, error) {
 }
 
 // decodeJSON reads one JSON value of at most MaxJSONBytes into v, refusing
-// unknown fields and trailing data.
+// unknown fields, trailing data, duplicate object keys and nesting deeper
+// than maxJSONDepth.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength > s.cfg.MaxJSONBytes {
-		return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
+	tooLarge := func(err error) error {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+			Message: fmt.Sprintf("request body exceeds %d bytes", s.cfg.MaxJSONBytes), Err: err}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBytes))
+	if r.ContentLength > s.cfg.MaxJSONBytes {
+		return tooLarge(nil)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return tooLarge(err)
+		}
+		return fmt.Errorf("web: read request body: %w", err)
+	}
+	if err := checkJSON(b); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
-		}
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: "malformed JSON body: " + err.Error(), Err: err}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return apiError(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", s.cfg.MaxJSONBytes)
-		}
-		return badRequest("invalid_json", "malformed JSON body: data after the JSON value")
-	}
 	return nil
+}
+
+// maxJSONDepth bounds the nesting of objects and arrays in a request body.
+const maxJSONDepth = 64
+
+// checkJSON walks the tokens of one JSON value and refuses, with 400, a
+// syntax error, data after the value, nesting deeper than maxJSONDepth and
+// an object that repeats a key (which parsers resolve differently: the
+// first wins in some, the last in others).
+func checkJSON(b []byte) error {
+	malformed := func(err error) error {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: "malformed JSON body: " + err.Error(), Err: err}
+	}
+	type frame struct {
+		object  bool
+		wantKey bool
+		keys    map[string]struct{}
+		path    string // where this object or array is, for messages
+		member  string // where its current member is
+		n       int    // members so far
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var stack []*frame
+	done := false // the top-level value is complete
+	// valueDone notes that a value ended: the enclosing object wants a key next.
+	valueDone := func() {
+		if len(stack) == 0 {
+			done = true
+			return
+		}
+		if top := stack[len(stack)-1]; top.object {
+			top.wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			if !done {
+				return malformed(io.ErrUnexpectedEOF)
+			}
+			return nil
+		}
+		if err != nil {
+			return malformed(err)
+		}
+		if done {
+			return badRequest("invalid_json", "malformed JSON body: data after the JSON value")
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.wantKey {
+			key, ok := tok.(string)
+			if !ok { // the closing brace
+				stack = stack[:len(stack)-1]
+				valueDone()
+				continue
+			}
+			if _, dup := top.keys[key]; dup {
+				return badRequest("duplicate_key", "the JSON body repeats the key %q in %s", truncate(key, 64), top.path)
+			}
+			top.keys[key] = struct{}{}
+			top.wantKey = false
+			top.member = top.path + "." + truncate(key, 64)
+			continue
+		}
+		if top != nil && !top.object {
+			top.member = top.path + "[" + strconv.Itoa(top.n) + "]"
+			top.n++
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) >= maxJSONDepth {
+				return badRequest("too_deep", "the JSON body nests objects and arrays deeper than %d levels", maxJSONDepth)
+			}
+			path := "$"
+			if top != nil {
+				path = top.member
+			}
+			f := &frame{object: tok == json.Delim('{'), path: path}
+			if f.object {
+				f.wantKey, f.keys = true, map[string]struct{}{}
+			}
+			stack = append(stack, f)
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+// truncate shortens s to at most n bytes for a message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -31,6 +31,8 @@ type Config struct {
 	// Logger gets request logs at debug and server errors at error
 	// (default: discard).
 	Logger *slog.Logger
+	// Timeouts bound connections (zero fields: their defaults).
+	Timeouts Timeouts
 	// Registry is the node's own Prometheus registry; the Server registers
 	// its metrics on it and serves it at GET /metrics. Required.
 	Registry *prometheus.Registry
@@ -150,6 +152,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxUploadBytes == 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
+	cfg.Timeouts = cfg.Timeouts.withDefaults()
 	if cfg.Clock == nil {
 		cfg.Clock = utcClock{}
 	}

@@ -29,6 +29,7 @@ type env struct {
 	t       testing.TB
 	url     string
 	handler http.Handler
+	srv     *web.Server
 	fsm     *scheduler.FSM
 	raft    *scheduler.Raft
 	store   *fsstore.Store
@@ -85,7 +86,7 @@ func newEnv(t testing.TB, opts ...option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.handler = srv.Handler()
+	e.srv, e.handler = srv, srv.Handler()
 	hs := httptest.NewServer(e.handler)
 	t.Cleanup(hs.Close)
 	e.url = hs.URL
