@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -60,6 +61,7 @@ type Node struct {
 	gpus     gpu.Inventory
 	api      *web.Server
 	listener net.Listener
+	tls      *tls.Config // the API's, nil for plain HTTP
 
 	claims        *claimMetrics
 	gpuMetrics    *gpuMetrics
@@ -98,6 +100,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.incarnation = randHex(8)
 	n.log = cfg.Logger.With("node_id", n.id)
+	if err := n.openTLS(); err != nil {
+		return nil, err
+	}
 
 	if n.gpus, err = openGPUs(cfg.GPUs, n.id, n.log); err != nil {
 		return nil, err
@@ -449,7 +454,7 @@ func (n *Node) Run(ctx context.Context) error {
 	fail := make(chan error, 4)
 	var bg sync.WaitGroup // goroutines that end with ctx
 	bg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.serveHTTP(srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			fail <- fmt.Errorf("node: http: %w", err)
 		}
 	})
@@ -720,7 +725,8 @@ func (n *Node) register(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-	info := Info{NodeID: n.id, APIURL: "http://" + httpAddr, UIURL: "http://" + httpAddr + "/ui/"}
+	base := n.scheme() + "://" + httpAddr
+	info := Info{NodeID: n.id, APIURL: base, UIURL: base + "/ui/"}
 	if n.cfg.BootstrapToken == "" {
 		info.TokenFile = filepath.Join(n.cfg.DataDir, "bootstrap-token")
 	}

@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,12 +23,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pwmesh/pwmesh/node/tlsutil"
 	"github.com/pwmesh/pwmesh/web/client"
 )
 
 const (
 	envAddr     = "PWMESH_ADDR"
 	envToken    = "PWMESH_TOKEN"
+	envCACert   = "PWMESH_CACERT"
 	defaultAddr = "http://127.0.0.1:8080"
 )
 
@@ -45,6 +49,7 @@ type app struct {
 	env            func(string) string
 
 	addr, token string // flags; empty: from the environment
+	cacert      string // flag; empty: from the environment
 	json        bool
 	progress    progressMode
 }
@@ -90,7 +95,8 @@ func (a *app) rootCmd() *cobra.Command {
 		Short: "Run computational-imaging jobs on a mesh of GPU nodes",
 		Long: "pwmesh runs calibration and reconstruction jobs on a mesh of GPU nodes.\n\n" +
 			"`pwmesh agent` starts a node; the other commands talk to the node at\n" +
-			"$" + envAddr + " (default " + defaultAddr + ") with the API key in $" + envToken + ".",
+			"$" + envAddr + " (default " + defaultAddr + ") with the API key in $" + envToken + ";\n" +
+			"for an https:// address, $" + envCACert + " names the CA file that signed the node's certificate.",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       version,
@@ -100,6 +106,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", "", "node API address (env "+envAddr+", default "+defaultAddr+")")
 	pf.StringVar(&a.token, "token", "", "API key (env "+envToken+")")
+	pf.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed the node's HTTPS certificate (env "+envCACert+"; default: the system's CAs)")
 	pf.BoolVar(&a.json, "json", false, "print JSON instead of human output")
 	pf.Var(&a.progress, "progress", "progress bars of uploads and downloads on stderr: auto (when stderr is a terminal), always or never")
 
@@ -107,6 +114,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newAgentCmd(),
 		newWorkloadCmd(),
 		newKeygenCmd(),
+		newTLSCmd(),
 		a.jobCmd(),
 		a.datasetCmd(),
 		a.nodesCmd(),
@@ -137,8 +145,37 @@ func (a *app) client() *client.Client {
 		token = a.env(envToken)
 	}
 	// No overall timeout: logs follow and bundles are large; ctx ends calls.
-	return client.New(a.addrValue(), token, client.WithHTTPClient(&http.Client{}))
+	return client.New(a.addrValue(), token, client.WithHTTPClient(&http.Client{Transport: a.transport()}))
 }
+
+// caCertValue is the CA file for HTTPS: --cacert, else $PWMESH_CACERT.
+func (a *app) caCertValue() string {
+	if a.cacert != "" {
+		return a.cacert
+	}
+	return a.env(envCACert)
+}
+
+// transport is the HTTP transport of API calls: the default one, trusting
+// the CA in --cacert / $PWMESH_CACERT instead of the system's when given.
+// A CA file that does not load fails every call with the reason.
+func (a *app) transport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if f := a.caCertValue(); f != "" {
+		pool, err := tlsutil.CertPool(f)
+		if err != nil {
+			return failingTransport{fmt.Errorf("%s: %w", envCACert, err)}
+		}
+		t.TLSClientConfig.RootCAs = pool
+	}
+	return t
+}
+
+// failingTransport fails every request with err.
+type failingTransport struct{ err error }
+
+func (f failingTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
 
 // printError writes "pwmesh: <message>" and, for errors a user can fix
 // from here, a hint.
@@ -154,6 +191,21 @@ func (a *app) printError(err error) {
 		fmt.Fprintln(a.stderr, "hint: set "+envToken+" to an API key; the admin token of a dev node is in <data-dir>/bootstrap-token")
 	case errors.Is(err, syscall.ECONNREFUSED):
 		fmt.Fprintf(a.stderr, "hint: is a node running at %s ($%s)? start one with `pwmesh agent --dev`\n", a.addrValue(), envAddr)
+	case errors.As(err, new(x509.UnknownAuthorityError)):
+		if a.caCertValue() == "" {
+			fmt.Fprintln(a.stderr, "hint: the node's certificate is not signed by a CA this machine trusts: set "+envCACert+" to the CA that signed the node's certificate (pwmesh-agent-ca.pem of `pwmesh tls ca create`)")
+		} else {
+			fmt.Fprintf(a.stderr, "hint: the node's certificate is not signed by the CA in %s: set %s to the CA that signed the node's certificate\n", a.caCertValue(), envCACert)
+		}
+	case errors.As(err, new(x509.HostnameError)):
+		fmt.Fprintln(a.stderr, "hint: the node's certificate does not name the host in "+envAddr+": use an address it names, or make one that does with `pwmesh tls cert create --ip ... --dns ...`")
+	case errors.As(err, new(tls.RecordHeaderError)) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// net/http turns the RecordHeaderError of an HTTP answer into an
+		// untyped error: only its text tells; this picks a hint, nothing more.
+		fmt.Fprintln(a.stderr, "hint: the node serves plain HTTP: use an http:// address in "+envAddr)
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest && strings.HasPrefix(a.addrValue(), "http://") && strings.Contains(apiErr.Message, "HTTPS server"):
+		// Go's server answers plain HTTP on a TLS port with this 400.
+		fmt.Fprintln(a.stderr, "hint: the node serves HTTPS: use an https:// address in "+envAddr+" (and set "+envCACert+" to the CA that signed its certificate)")
 	}
 }
 

@@ -46,6 +46,13 @@ func (r result) wantCode(t *testing.T, code int) {
 // route but /health wants the bearer testToken and answers 401 otherwise.
 func fakeAPI(t *testing.T, routes map[string]http.HandlerFunc) string {
 	t.Helper()
+	srv := httptest.NewServer(apiMux(routes))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// apiMux serves routes, wanting the bearer testToken on all but /health.
+func apiMux(routes map[string]http.HandlerFunc) *http.ServeMux {
 	mux := http.NewServeMux()
 	for pattern, h := range routes {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -56,9 +63,7 @@ func fakeAPI(t *testing.T, routes map[string]http.HandlerFunc) string {
 			h(w, r)
 		})
 	}
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return mux
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
