@@ -161,6 +161,7 @@ func New(cfg Config) (*Node, error) {
 		Writer:         n,
 		Store:          n.store,
 		Datasets:       n.storage,
+		Bundles:        n.storage,
 		Keys:           n.storage,
 		Cluster:        n,
 		Logs:           n,

@@ -519,8 +519,9 @@ func (s *Server) openLog(id string) (io.ReadCloser, error) {
 	return rc, nil
 }
 
-// runBundle handles GET /jobs/{id}/runbundle: the bundle's bytes, with
-// Range and If-None-Match through http.ServeContent.
+// runBundle handles GET /jobs/{id}/runbundle: the plain tar (a sealed
+// bundle is opened with its tenant's key), with Range and If-None-Match
+// through http.ServeContent; the ETag is the job's runbundle.cid.
 func (s *Server) runBundle(w http.ResponseWriter, r *http.Request, c *caller) (any, error) {
 	j, err := s.tenantJob(r, c)
 	if err != nil {
@@ -533,39 +534,46 @@ func (s *Server) runBundle(w http.ResponseWriter, r *http.Request, c *caller) (a
 	if j.State != scheduler.StateSucceeded || j.RunBundle == nil || j.RunBundle.CID == "" {
 		return nil, apiError(http.StatusConflict, "not_ready", "job %s is %s; its RunBundle exists once it has succeeded", j.ID, j.State)
 	}
+	b := *j.RunBundle
+	open := func(ctx context.Context) (io.ReadCloser, error) {
+		if s.deps.Bundles != nil {
+			return s.deps.Bundles.OpenBundle(ctx, j.Tenant, b)
+		}
+		id, err := cas.ParseCID(b.CID)
+		if err != nil {
+			return nil, err
+		}
+		return s.deps.Store.Open(ctx, id)
+	}
+	rc, err := open(r.Context())
+	if errors.Is(err, cas.ErrNotFound) {
+		return nil, &Error{Status: http.StatusNotFound, Code: "bundle_not_found",
+			Message: fmt.Sprintf("no reachable node or mirror holds the RunBundle of job %s", j.ID), Err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("web: open the RunBundle of %s: %w", j.ID, err)
+	}
+	if err := checkRanges(w, r, b.Size); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	// A bundle stored in clear seeks; a sealed one is decrypted as it
+	// streams, so a seek reopens it.
+	body, ok := rc.(io.ReadSeekCloser)
+	if !ok {
+		body = &streamSeeker{ctx: r.Context(), open: open, rc: rc, size: b.Size}
+	}
 	var mod time.Time
 	if j.FinishedAt != nil {
 		mod = *j.FinishedAt
 	}
-	return s.serveBlob(w, r, j.RunBundle.CID, "application/x-tar", j.ID+".runbundle.tar", mod, "bundle_not_found",
-		fmt.Sprintf("the RunBundle of job %s is not stored on this node", j.ID))
-}
-
-// serveBlob answers with stored content: Range and If-None-Match work, the
-// ETag is the quoted CID.
-func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, cidText, contentType, filename string, mod time.Time, missingCode, missing string) (any, error) {
-	id, err := cas.ParseCID(cidText)
-	if err != nil {
-		return nil, fmt.Errorf("web: %s: %w", filename, err)
-	}
-	f, err := s.deps.Store.Open(r.Context(), id)
-	if errors.Is(err, cas.ErrNotFound) {
-		return nil, &Error{Status: http.StatusNotFound, Code: missingCode, Message: missing, Err: err}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("web: open %s: %w", id, err)
-	}
-	if err := checkRanges(w, r, f.Size()); err != nil {
-		f.Close()
-		return nil, err
-	}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
-		defer f.Close()
+		defer body.Close()
 		w = longAnswer(w, s.cfg.Timeouts.Stall)
 		h := w.Header()
-		h.Set("Content-Type", contentType)
-		h.Set("ETag", `"`+id.String()+`"`)
-		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": filename}))
-		http.ServeContent(w, r, "", mod, f)
+		h.Set("Content-Type", "application/x-tar")
+		h.Set("ETag", `"`+b.CID+`"`)
+		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": j.ID + ".runbundle.tar"}))
+		http.ServeContent(w, r, "", mod, body)
 	}), nil
 }

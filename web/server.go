@@ -97,6 +97,13 @@ type Datasets interface {
 	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
 }
 
+// Bundles opens tenants' RunBundles (node/storage).
+type Bundles interface {
+	// OpenBundle returns the plain tar of tenant's RunBundle b, whether it
+	// is stored sealed or, stored before bundles were sealed, in clear.
+	OpenBundle(ctx context.Context, tenant string, b scheduler.BundleRef) (io.ReadCloser, error)
+}
+
 // LogSource opens a job's log.
 type LogSource interface {
 	// OpenLog returns the job's log so far, or an error wrapping
@@ -112,6 +119,9 @@ type Deps struct {
 	Store  cas.Store
 	// Datasets seals and stores uploads and opens them again.
 	Datasets Datasets
+	// Bundles opens RunBundles (nil: a bundle is served as Store holds
+	// it, which only suits bundles stored in clear).
+	Bundles Bundles
 	// Keys rotates the keys that seal datasets (nil: the admin endpoints
 	// answer 501).
 	Keys    KeyRotator

@@ -1,7 +1,8 @@
-// Package seal encrypts datasets at rest with AES-256-GCM: the key hierarchy
-// (cluster master keys wrapping per-tenant data keys) and a streaming format
-// for content of any size. It imports no other pwmesh package; callers store
-// wrapped keys and sealed objects wherever they like.
+// Package seal encrypts content at rest (datasets, RunBundles) with
+// AES-256-GCM: the key hierarchy (cluster master keys wrapping per-tenant
+// data keys) and a streaming format for content of any size. It imports no
+// other pwmesh package; callers store wrapped keys and sealed objects
+// wherever they like.
 //
 // # Key hierarchy
 //

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/bundle"
 )
 
@@ -63,8 +64,14 @@ func checkBundle(t *testing.T, a *agent, key string, j job) []byte {
 	if err != nil {
 		t.Fatalf("bundle of %s does not verify: %v", j.ID, err)
 	}
-	if rep.Ref.CID.String() != j.RunBundle.CID {
-		t.Errorf("bundle CID %s, job says %s", rep.Ref.CID, j.RunBundle.CID)
+	// runbundle.cid names the stored (sealed) object; the plain tar's CID
+	// is the one of its SHA-256 (docs/storage.md).
+	plainCID, err := cas.CIDFromSHA256(j.RunBundle.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Ref.CID.Equals(plainCID) {
+		t.Errorf("bundle CID %s, job's sha256 %s names %s", rep.Ref.CID, j.RunBundle.SHA256, plainCID)
 	}
 	m := rep.Manifest
 	if m.Version != "0.3.0" || m.Execution.JobID != j.ID || m.Execution.Attempts != j.Attempts || m.Timestamp == "" {
@@ -81,7 +88,7 @@ func checkBundle(t *testing.T, a *agent, key string, j job) []byte {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(pwmeshBin, "bundle", "verify", f).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), j.RunBundle.CID) {
+	if err != nil || !strings.Contains(string(out), plainCID.String()) {
 		t.Errorf("pwmesh bundle verify: %v: %s", err, out)
 	}
 	return buf.Bytes()

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/bundle"
 )
 
@@ -467,8 +468,10 @@ func verifyBundle(ctx context.Context, c *cluster, n *node, key string, j apiJob
 	if err != nil {
 		return x, fmt.Errorf("job %s: RunBundle does not verify: %w", j.ID, err)
 	}
-	if rep.Ref.CID.String() != j.RunBundle.CID {
-		return x, fmt.Errorf("job %s: RunBundle CID %s, the job says %s", j.ID, rep.Ref.CID, j.RunBundle.CID)
+	// runbundle.cid names the stored (sealed) object; the plain tar's CID
+	// is the one of its SHA-256 (docs/storage.md).
+	if plainCID, err := cas.CIDFromSHA256(j.RunBundle.SHA256); err != nil || !rep.Ref.CID.Equals(plainCID) {
+		return x, fmt.Errorf("job %s: RunBundle CID %s, the job's sha256 %s names %s (%v)", j.ID, rep.Ref.CID, j.RunBundle.SHA256, plainCID, err)
 	}
 	if j.Type != "generate_dataset" {
 		return rep.Manifest.Execution, nil

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/seal"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -21,9 +23,55 @@ func tenantAAD(tenant string) []byte { return []byte("pwmesh tenant:" + tenant) 
 // dataset with the same plaintext, its stored copy is shared and the new
 // one discarded (stored bytes are counted once).
 func (s *Storage) PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error) {
+	o, err := s.putSealed(ctx, tenant, r)
+	if err != nil {
+		return scheduler.Dataset{}, fmt.Errorf("storage: store dataset: %w", err)
+	}
+	d := scheduler.Dataset{Tenant: tenant, CID: o.plain.CID.String(), SHA256: o.plain.SHA256, Size: o.plain.Size,
+		StoredCID: o.stored.CID.String(), StoredSize: o.stored.Size, KeyVersion: o.version}
+	for _, old := range s.state.Datasets(tenant) {
+		if old.CID == d.CID && old.StoredCID != "" && s.state.Durable(old.StoredCID) == nil {
+			if _, indexed := s.state.Blob(o.stored.CID.String()); !indexed {
+				_ = s.cfg.Local.Delete(context.WithoutCancel(ctx), o.stored.CID)
+			}
+			d.StoredCID, d.StoredSize, d.KeyVersion = old.StoredCID, old.StoredSize, old.KeyVersion
+			return d, nil
+		}
+	}
+	if err := s.Keep(ctx, o.stored, scheduler.BlobDataset); err != nil {
+		return scheduler.Dataset{}, err
+	}
+	return d, nil
+}
+
+// OpenDataset returns a dataset's plaintext. Every segment is
+// authenticated before its bytes are returned; a reader error wraps
+// seal.ErrAuth if the stored form was tampered with.
+func (s *Storage) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
+	c, err := cas.ParseCID(d.Stored())
+	if err != nil {
+		return nil, err
+	}
+	if d.StoredCID == "" {
+		return s.store.Open(ctx, c) // stored before datasets were sealed
+	}
+	return s.openSealed(ctx, d.Tenant, c)
+}
+
+// sealedObject is what putSealed stored: the plaintext's name, the sealed
+// form's, and the data key version that sealed it.
+type sealedObject struct {
+	plain, stored cas.Ref
+	version       uint32
+}
+
+// putSealed seals r with tenant's newest data key (creating the first one
+// if need be) into this node's disk; Keep makes it durable. A failure of r
+// or of the disk leaves nothing stored.
+func (s *Storage) putSealed(ctx context.Context, tenant string, r io.Reader) (sealedObject, error) {
 	version, key, err := s.currentKey(ctx, tenant)
 	if err != nil {
-		return scheduler.Dataset{}, err
+		return sealedObject{}, err
 	}
 	aad := tenantAAD(tenant)
 	pr, pw := io.Pipe()
@@ -44,61 +92,39 @@ func (s *Storage) PutDataset(ctx context.Context, tenant string, r io.Reader) (s
 	pr.CloseWithError(err)
 	if serr := <-sealed; serr != nil {
 		if err == nil {
-			// The sealed object is whole but the upload was not: drop it.
+			// The sealed object is whole but the plaintext was not: drop it.
 			_ = s.cfg.Local.Delete(context.WithoutCancel(ctx), ref.CID)
 		}
-		return scheduler.Dataset{}, serr
+		return sealedObject{}, serr
 	}
 	if err != nil {
-		return scheduler.Dataset{}, fmt.Errorf("storage: store dataset: %w", err)
+		return sealedObject{}, err
 	}
-	p := plain.Ref()
-	d := scheduler.Dataset{Tenant: tenant, CID: p.CID.String(), SHA256: p.SHA256, Size: p.Size,
-		StoredCID: ref.CID.String(), StoredSize: ref.Size, KeyVersion: version}
-	for _, old := range s.state.Datasets(tenant) {
-		if old.CID == d.CID && old.StoredCID != "" && s.state.Durable(old.StoredCID) == nil {
-			if _, indexed := s.state.Blob(ref.CID.String()); !indexed {
-				_ = s.cfg.Local.Delete(context.WithoutCancel(ctx), ref.CID)
-			}
-			d.StoredCID, d.StoredSize, d.KeyVersion = old.StoredCID, old.StoredSize, old.KeyVersion
-			return d, nil
-		}
-	}
-	if err := s.Keep(ctx, ref, scheduler.BlobDataset); err != nil {
-		return scheduler.Dataset{}, err
-	}
-	return d, nil
+	return sealedObject{plain: plain.Ref(), stored: ref, version: version}, nil
 }
 
-// OpenDataset returns a dataset's plaintext. Every segment is
-// authenticated before its bytes are returned; a reader error wraps
-// seal.ErrAuth if the stored form was tampered with.
-func (s *Storage) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
-	c, err := cas.ParseCID(d.Stored())
-	if err != nil {
-		return nil, err
+// openSealed returns the plaintext of the sealed object c of tenant,
+// fetching the object if this node lacks it. The reader fails with an
+// error wrapping seal.ErrAuth on any tampering, or when c was sealed for
+// another tenant.
+func (s *Storage) openSealed(ctx context.Context, tenant string, c cid.Cid) (io.ReadCloser, error) {
+	t, ok := s.state.Tenant(tenant)
+	if !ok {
+		return nil, fmt.Errorf("storage: tenant %s: %w", tenant, scheduler.ErrNotFound)
 	}
 	f, err := s.store.Open(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	if d.StoredCID == "" {
-		return f, nil // stored before datasets were sealed
-	}
-	t, ok := s.state.Tenant(d.Tenant)
-	if !ok {
-		f.Close()
-		return nil, fmt.Errorf("storage: tenant %s: %w", d.Tenant, scheduler.ErrNotFound)
-	}
 	keys := func(v uint32) ([32]byte, error) {
 		for _, k := range t.Keys {
 			if k.Version == v {
-				return s.cfg.Keys.Unwrap(toWrapped(k), tenantAAD(d.Tenant))
+				return s.cfg.Keys.Unwrap(toWrapped(k), tenantAAD(tenant))
 			}
 		}
-		return [32]byte{}, fmt.Errorf("storage: tenant %s has no data key version %d", d.Tenant, v)
+		return [32]byte{}, fmt.Errorf("storage: tenant %s has no data key version %d", tenant, v)
 	}
-	r, err := seal.NewReader(f, keys, tenantAAD(d.Tenant))
+	r, err := seal.NewReader(f, keys, tenantAAD(tenant))
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -2,8 +2,8 @@
 // the replicated state (scheduler.Blob), copied to enough nodes, distinct
 // regions first, mirrored to the object store, re-hashed against its CID
 // before it is kept or served, repaired when a copy is lost or corrupt, and
-// collected once nothing refers to it. Datasets are sealed (AES-256-GCM) with
-// their tenant's data key before they are stored.
+// collected once nothing refers to it. Datasets and RunBundles are sealed
+// (AES-256-GCM) with their tenant's data key before they are stored.
 //
 // The leader runs the cluster-wide loops (repair, retention, forgetting);
 // every node serves its copies, replicates on request, scrubs what it reads,

@@ -46,6 +46,11 @@ type Storage interface {
 	PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error)
 	// OpenDataset returns a dataset's plaintext.
 	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
+	// PutBundle seals a tenant's RunBundle (r yields the plain tar) and
+	// stores it on this node's disk; Keep(stored) makes it durable. The
+	// reference names the stored object and the plain tar's SHA-256 and
+	// size.
+	PutBundle(ctx context.Context, tenant string, r io.Reader) (b scheduler.BundleRef, stored cas.Ref, err error)
 }
 
 // keepTimeout bounds the wait for a result's copies: past it the job fails
@@ -625,7 +630,8 @@ func copyTo(ctx context.Context, open func(context.Context) (io.ReadCloser, erro
 // result is what a successful run reports.
 type result struct {
 	metrics  map[string]any
-	bundle   cas.Ref
+	bundle   scheduler.BundleRef // the job's reference: stored CID, plain tar's SHA-256 and size
+	stored   cas.Ref             // the sealed object the bundle is kept as
 	dataset  *scheduler.Dataset
 	operator *scheduler.OperatorEntry
 }
@@ -674,7 +680,8 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 		Executor: w.exec.Name(), Attempts: j.Attempts, FencingToken: j.Lease.Token,
 		StartedAt: started.UTC(), FinishedAt: finished.UTC(),
 	}
-	// The tar streams into the store as it is written.
+	// The tar streams into the store, sealed with the tenant's key, as it
+	// is written.
 	type writeResult struct {
 		m   bundle.Manifest
 		err error
@@ -686,8 +693,8 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 		pw.CloseWithError(err)
 		written <- writeResult{wm, err}
 	}()
-	ref, err := w.store.Put(ctx, pr)
-	pr.CloseWithError(err) // unblocks the writer if Put gave up early
+	bref, ref, err := w.cfg.Storage.PutBundle(ctx, j.Tenant, pr)
+	pr.CloseWithError(err) // unblocks the writer if PutBundle gave up early
 	wr := <-written
 	switch {
 	case wr.err != nil:
@@ -700,7 +707,7 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 	if err := w.cfg.Storage.Keep(kctx, ref, scheduler.BlobBundle); err != nil {
 		return nil, &scheduler.JobError{Code: "store_failed", Message: "could not store the RunBundle on enough nodes: " + err.Error()}
 	}
-	res := &result{metrics: wr.m.Metrics, bundle: ref}
+	res := &result{metrics: wr.m.Metrics, bundle: bref, stored: ref}
 	exp := filepath.Join(root, ExportDir)
 	if f, err := openRegular(filepath.Join(exp, DatasetFile)); err == nil {
 		d, err := w.cfg.Storage.PutDataset(kctx, j.Tenant, f)
@@ -775,7 +782,7 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *re
 	c := &scheduler.CompleteJob{At: w.cfg.Clock.Now(), JobID: j.ID, Token: j.Lease.Token, State: st, Error: jerr}
 	if res != nil {
 		c.Metrics = res.metrics
-		b := toBundleRef(res.bundle)
+		b := res.bundle
 		c.RunBundle = &b
 		c.Operator = res.operator
 		if res.dataset != nil {
@@ -802,7 +809,7 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *re
 			// A holder was lost between the copies and the completion.
 			w.cfg.Logger.Warn("job result not yet durable; copying again", "job_id", j.ID, "err", err)
 			kctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL)
-			_ = w.cfg.Storage.Keep(kctx, res.bundle, scheduler.BlobBundle)
+			_ = w.cfg.Storage.Keep(kctx, res.stored, scheduler.BlobBundle)
 			cancel()
 		}
 		select {

@@ -170,18 +170,10 @@ func (f *fixture) wait(id string, cond func(scheduler.Job) bool) scheduler.Job {
 
 func done(j scheduler.Job) bool { return scheduler.Terminal(j.State) }
 
+// bundle verifies j's RunBundle, opened as a download opens it.
 func (f *fixture) bundle(j scheduler.Job) bundle.Report {
 	f.t.Helper()
-	c, err := cas.ParseCID(j.RunBundle.CID)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	file, err := f.store.Open(context.Background(), c)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer file.Close()
-	rep, err := bundle.Verify(file)
+	rep, err := bundle.Verify(bytesOf(f.t, f, j))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -229,14 +221,35 @@ func TestRunsGenerateThenCalibrateWithOperatorCache(t *testing.T) {
 	}
 }
 
+// bytesOf is j's RunBundle as its tenant downloads it: the plain tar,
+// whose SHA-256 and size the job names.
 func bytesOf(t testing.TB, f *fixture, j scheduler.Job) io.Reader {
-	c, _ := cas.ParseCID(j.RunBundle.CID)
+	t.Helper()
+	rc, err := f.storage.OpenBundle(context.Background(), j.Tenant, *j.RunBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref := cas.SumBytes(b); ref.SHA256 != j.RunBundle.SHA256 || ref.Size != j.RunBundle.Size {
+		t.Fatalf("bundle of %s opens to sha256 %s size %d; the job says %s size %d", j.ID, ref.SHA256, ref.Size, j.RunBundle.SHA256, j.RunBundle.Size)
+	}
+	// The worker's disk holds it sealed: no tar header, no manifest.
+	c, err := cas.ParseCID(j.RunBundle.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	file, err := f.store.Open(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	b, _ := io.ReadAll(file)
+	if raw, _ := io.ReadAll(file); bytes.Contains(raw, []byte(bundle.ManifestName)) || bytes.Contains(raw, []byte("ustar")) {
+		t.Fatalf("the store keeps the bundle of %s in clear", j.ID)
+	}
 	return bytes.NewReader(b)
 }
 
