@@ -5,13 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web"
 )
 
-// ApplyProtocol is the libp2p protocol on which a leader takes forwarded writes.
-const ApplyProtocol = "/pwmesh/apply/1.0.0"
+// ApplyProtocol is the libp2p protocol on which a leader takes forwarded
+// writes. Version 2 carries the caller's API key beside the command
+// (applyRequest); the leader checks either against its state.
+const ApplyProtocol = "/pwmesh/apply/2.0.0"
 
 // caller sends one request to a peer and returns its answer; *mesh.Mesh is one.
 type caller interface {
@@ -26,56 +31,56 @@ type leaderView interface {
 	Apply(ctx context.Context, c scheduler.Command) (any, error)
 }
 
-// applyReply is the answer of ApplyProtocol.
+// authority is the leader's state as the apply server reads it:
+// *scheduler.FSM.
+type authority interface {
+	Authorize(c scheduler.Command, p scheduler.Principal) error
+	Key(hash string) (scheduler.APIKey, bool)
+}
+
+// applyRequest is a request of ApplyProtocol: the encoded command and, for
+// an API write, the secret of the key that the forwarding node's web layer
+// authenticated (the stream is encrypted by the mesh).
+type applyRequest struct {
+	Command []byte `json:"command"`
+	Caller  string `json:"caller,omitempty"`
+}
+
+// applyReply is the answer of ApplyProtocol: the JSON of the value Apply
+// returned (decoded by the forwarder into the registry's result type), or
+// the error with its kind.
 type applyReply struct {
 	Value json.RawMessage `json:"value,omitempty"`
 	Error *wireError      `json:"error,omitempty"`
 }
 
 // wireError carries a scheduler error across the wire: Kind names its
-// sentinel so that errors.Is works on the forwarding side.
+// sentinel (scheduler.ErrorKinds) so that errors.Is works on the
+// forwarding side.
 type wireError struct {
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 }
 
-var wireKinds = []struct {
-	kind string
-	err  error
-}{
-	{"not_found", scheduler.ErrNotFound},
-	{"conflict", scheduler.ErrConflict},
-	{"invalid", scheduler.ErrInvalid},
-	{"stale_token", scheduler.ErrStaleToken},
-	{"not_leader", scheduler.ErrNotLeader},
-	{"no_leader", scheduler.ErrNoLeader},
-}
-
 func toWire(err error) *wireError {
-	for _, k := range wireKinds {
-		if errors.Is(err, k.err) {
-			return &wireError{Kind: k.kind, Message: err.Error()}
-		}
-	}
-	return &wireError{Kind: "internal", Message: err.Error()}
+	return &wireError{Kind: scheduler.KindOf(err), Message: err.Error()}
 }
 
-// remoteError is a scheduler error that happened on the leader.
-type remoteError struct {
-	msg      string
-	sentinel error
-}
+func (w *wireError) err() error { return scheduler.ErrorOfKind(w.Kind, w.Message) }
 
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
-
-func (w *wireError) err() error {
-	for _, k := range wireKinds {
-		if k.kind == w.Kind {
-			return &remoteError{msg: w.Message, sentinel: k.err}
+// decodeResult reads a forwarded answer into the Go type a local Apply of
+// a command of type t returns.
+func decodeResult(t scheduler.CommandType, raw json.RawMessage) (any, error) {
+	p := scheduler.NewResult(t)
+	if p == nil {
+		return nil, fmt.Errorf("node: forward %s: %w", t, scheduler.ErrUnknownCmd)
+	}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, p); err != nil {
+			return nil, fmt.Errorf("node: forward %s: bad value: %w", t, err)
 		}
 	}
-	return &remoteError{msg: w.Message}
+	return reflect.ValueOf(p).Elem().Interface(), nil
 }
 
 // errUnreachable is a forwarded write whose leader did not answer; it is a
@@ -87,22 +92,6 @@ func leaderMoved(err error) bool {
 	return errors.Is(err, scheduler.ErrNotLeader) || errors.Is(err, scheduler.ErrNoLeader)
 }
 
-// repeatable says whether c may be sent again after an attempt whose fate is
-// unknown: applying it twice gives what applying it once gives.
-func repeatable(c scheduler.Command) bool {
-	switch c := c.(type) {
-	case *scheduler.RenewLease, *scheduler.RegisterNode, *scheduler.SetNodeState,
-		// The blob index's records are idempotent, and a repeated guarded
-		// change is refused as a conflict the proposer expects.
-		*scheduler.BlobStored, *scheduler.BlobDropped, *scheduler.BlobMirrored,
-		*scheduler.ExpireBundles, *scheduler.ForgetBlobs, *scheduler.PutTenantKeys:
-		return true
-	case *scheduler.SubmitJob:
-		return c.IdempotencyKey != ""
-	}
-	return false
-}
-
 // forwarder commits commands through the leader: locally when this node
 // leads, else over ApplyProtocol to the leader. It waits a little for a
 // leader to be elected, and retries once when leadership moved meanwhile.
@@ -110,6 +99,10 @@ type forwarder struct {
 	raft  leaderView
 	net   caller
 	clock scheduler.Clock // the leader's clock re-stamps lease times
+	// state and log, when set, make the audit log of key changes this
+	// node commits as the leader.
+	state authority
+	log   *slog.Logger
 	// wait bounds how long a write waits for a leader (default 5 s).
 	wait time.Duration
 }
@@ -127,7 +120,10 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 	for attempt := 0; ; {
 		if f.raft.IsLeader() {
 			v, err := f.raft.Apply(ctx, restamp(c, f.clock))
-			if !(repeatable(c) && leaderMoved(err)) {
+			if err == nil {
+				audit(f.log, c, v, f.who(ctx))
+			}
+			if !(scheduler.Repeatable(c) && leaderMoved(err)) {
 				return v, err
 			}
 			// Leadership was lost under this write: a command that may
@@ -136,7 +132,7 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 		} else if addr := f.raft.LeaderAddr(); addr != "" && f.net != nil {
 			v, err := f.remote(ctx, addr, c)
 			switch {
-			case repeatable(c) && (errors.Is(err, errUnreachable) || leaderMoved(err)):
+			case scheduler.Repeatable(c) && (errors.Is(err, errUnreachable) || leaderMoved(err)):
 				// The leader fell silent or moved (a failover): a command
 				// that may safely be sent twice waits for the next leader.
 				last = err
@@ -160,12 +156,27 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 	}
 }
 
+// who names the proposer of a write this node commits as the leader.
+func (f *forwarder) who(ctx context.Context) string {
+	if s := scheduler.CallerSecret(ctx); s != "" && f.state != nil {
+		if k, ok := f.state.Key(web.HashKey(s)); ok {
+			return k.ID
+		}
+		return "unknown key"
+	}
+	return "leader"
+}
+
 func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Command) (any, error) {
 	b, err := scheduler.Encode(c)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := f.net.Call(ctx, leader, ApplyProtocol, b)
+	req, err := json.Marshal(applyRequest{Command: b, Caller: scheduler.CallerSecret(ctx)})
+	if err != nil {
+		return nil, fmt.Errorf("node: forward %s: %w", c.Type(), err)
+	}
+	resp, err := f.net.Call(ctx, leader, ApplyProtocol, req)
 	if err != nil {
 		// The leader is unreachable: to the client that is "no leader now".
 		return nil, fmt.Errorf("node: forward %s to the leader: %v: %w", c.Type(), err, errUnreachable)
@@ -177,46 +188,99 @@ func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Comma
 	if r.Error != nil {
 		return nil, r.Error.err()
 	}
-	return r.Value, nil
+	return decodeResult(c.Type(), r.Value)
 }
 
 // restamp puts the leader's clock on the times that leases and the claim
-// hold are measured by, keeping the durations the proposer asked for: a
-// runner whose clock is off cannot stretch or shorten a lease.
+// hold are measured by (scheduler.Restamp); no clock leaves c as it is.
 func restamp(c scheduler.Command, clock scheduler.Clock) scheduler.Command {
 	if clock == nil {
 		return c
 	}
-	now := clock.Now()
-	switch c := c.(type) {
-	case *scheduler.RenewLease:
-		c.ExpiresAt, c.At = now.Add(c.ExpiresAt.Sub(c.At)), now
-	case *scheduler.AssignJob:
-		c.ExpiresAt, c.At = now.Add(c.ExpiresAt.Sub(c.At)), now
-	case *scheduler.SubmitJob:
-		c.At = now
-	}
-	return c
+	return scheduler.Restamp(c, clock.Now())
 }
 
-// serveApply is the leader's side of ApplyProtocol.
-func serveApply(r leaderView, clock scheduler.Clock) func(ctx context.Context, from string, req []byte) ([]byte, error) {
-	return func(ctx context.Context, _ string, req []byte) ([]byte, error) {
-		var reply applyReply
-		c, err := scheduler.Decode(req)
-		switch {
-		case err != nil:
-			reply.Error = &wireError{Kind: "invalid", Message: err.Error()}
-		case !r.IsLeader():
-			reply.Error = &wireError{Kind: "not_leader", Message: "this node is not the leader"}
-		default:
-			v, err := r.Apply(ctx, restamp(c, clock))
-			if err != nil {
-				reply.Error = toWire(err)
-			} else if reply.Value, err = json.Marshal(v); err != nil {
-				reply.Error = &wireError{Kind: "internal", Message: err.Error()}
-			}
-		}
-		return json.Marshal(reply)
+// audit logs a change of API keys the leader committed.
+func audit(log *slog.Logger, c scheduler.Command, v any, who string) {
+	if log == nil {
+		return
 	}
+	k, ok := v.(scheduler.APIKey)
+	if !ok {
+		return
+	}
+	switch c.(type) {
+	case *scheduler.CreateKey:
+		log.Info("API key created", "audit", "key_created", "who", who, "tenant", k.Tenant, "key_id", k.ID, "admin", k.Admin)
+	case *scheduler.RevokeKey:
+		log.Info("API key revoked", "audit", "key_revoked", "who", who, "tenant", k.Tenant, "key_id", k.ID)
+	}
+}
+
+// applyServer is the leader's side of ApplyProtocol.
+type applyServer struct {
+	raft  leaderView
+	state authority
+	clock scheduler.Clock
+	log   *slog.Logger
+}
+
+// serveApply returns the handler of ApplyProtocol. Every forwarded write
+// is checked (scheduler.FSM.Authorize) against the sending peer and the
+// caller's key before it is applied; a refusal answers ErrForbidden and is
+// logged.
+func serveApply(r leaderView, state authority, clock scheduler.Clock, log *slog.Logger) func(ctx context.Context, from string, req []byte) ([]byte, error) {
+	if clock == nil {
+		clock = scheduler.SystemClock{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &applyServer{raft: r, state: state, clock: clock, log: log}
+	return func(ctx context.Context, from string, req []byte) ([]byte, error) {
+		return json.Marshal(s.serve(ctx, from, req))
+	}
+}
+
+func (s *applyServer) serve(ctx context.Context, from string, req []byte) applyReply {
+	var in applyRequest
+	if err := json.Unmarshal(req, &in); err != nil {
+		return applyReply{Error: toWire(fmt.Errorf("node: apply request: %w: %v", scheduler.ErrPayloadBytes, err))}
+	}
+	c, err := scheduler.Decode(in.Command)
+	if err != nil {
+		return applyReply{Error: toWire(err)}
+	}
+	if !s.raft.IsLeader() {
+		return applyReply{Error: toWire(fmt.Errorf("node: %s: this node is not the leader: %w", c.Type(), scheduler.ErrNotLeader))}
+	}
+	p := scheduler.Principal{Peer: from, Now: s.clock.Now()}
+	if in.Caller != "" {
+		p.KeyHash = web.HashKey(in.Caller)
+	}
+	if err := s.state.Authorize(c, p); err != nil {
+		s.log.Warn("refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_key", in.Caller != "", "err", err)
+		return applyReply{Error: toWire(err)}
+	}
+	who := "peer " + from
+	if in.Caller != "" {
+		if k, ok := s.state.Key(p.KeyHash); ok {
+			who = k.ID
+		}
+	}
+	return s.answer(ctx, c, who)
+}
+
+// answer applies an authorized command and encodes what Apply returned.
+func (s *applyServer) answer(ctx context.Context, c scheduler.Command, who string) applyReply {
+	v, err := s.raft.Apply(ctx, restamp(c, s.clock))
+	if err != nil {
+		return applyReply{Error: toWire(err)}
+	}
+	audit(s.log, c, v, who)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return applyReply{Error: &wireError{Kind: scheduler.KindInternal, Message: err.Error()}}
+	}
+	return applyReply{Value: b}
 }

@@ -127,8 +127,8 @@ func New(cfg Config) (*Node, error) {
 	if err := n.openStorage(n.clusterKey); err != nil {
 		return nil, err
 	}
-	n.fwd = &forwarder{raft: n.raft, net: n.mesh, clock: cfg.Clock}
-	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, cfg.Clock))
+	n.fwd = &forwarder{raft: n.raft, net: n.mesh, clock: cfg.Clock, state: n.fsm, log: n.log}
+	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, n.fsm, cfg.Clock, n.log))
 	exec, err := n.executor()
 	if err != nil {
 		return nil, err
@@ -256,7 +256,7 @@ func gpuSummary(devs []gpu.Device) string {
 }
 
 func (n *Node) openRaft() error {
-	n.fsm = scheduler.NewFSM()
+	n.fsm = scheduler.NewFSM(scheduler.WithLogger(n.log))
 	r, err := scheduler.OpenRaft(scheduler.RaftConfig{
 		NodeID:    n.id,
 		Dir:       filepath.Join(n.cfg.DataDir, "raft"),
@@ -382,6 +382,9 @@ func (n *Node) RaftServers() ([]scheduler.Server, error) { return n.raft.Servers
 
 // Job reads a job from this node's replica.
 func (n *Node) Job(id string) (scheduler.Job, bool) { return n.fsm.Job(id) }
+
+// State is this node's replica of the scheduler state, for reading.
+func (n *Node) State() *scheduler.FSM { return n.fsm }
 
 // Registration returns this node's entry in the local replica's node table.
 func (n *Node) Registration() (scheduler.Node, bool) { return n.fsm.Node(n.id) }
@@ -744,7 +747,8 @@ func (n *Node) registration() *scheduler.RegisterNode {
 		n.log.Warn("gpu inventory", "err", err)
 	}
 	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
-		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, JobNetwork: n.worker.GrantsNetwork(), Incarnation: n.incarnation}
+		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, JobNetwork: n.worker.GrantsNetwork(), Incarnation: n.incarnation,
+		PeerID: n.mesh.PeerID()}
 	node.GPUs = toSchedulerGPUs(devs)
 	return &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}
 }

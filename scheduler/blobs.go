@@ -124,57 +124,57 @@ func (SetClusterConfig) Type() CommandType { return CmdSetClusterConfig }
 // tombstoneTTL is how long a forgotten CID's tombstone stays in the state.
 const tombstoneTTL = 7 * 24 * time.Hour
 
-func (s *state) blobStored(c *BlobStored) (any, error) {
+func (s *state) blobStored(c *BlobStored) (Blob, error) {
 	if c.CID == "" || c.Node == "" || c.Size < 0 {
-		return nil, fmt.Errorf("blob stored: %w: cid and node are required", ErrInvalid)
+		return Blob{}, fmt.Errorf("blob stored: %w: cid and node are required", ErrInvalid)
 	}
 	switch c.Kind {
 	case BlobBundle, BlobDataset, BlobOperator:
 	default:
-		return nil, fmt.Errorf("blob stored %s: %w: kind %q", c.CID, ErrInvalid, c.Kind)
+		return Blob{}, fmt.Errorf("blob stored %s: %w: kind %q", c.CID, ErrInvalid, c.Kind)
 	}
 	b, ok := s.blobs[c.CID]
 	if !ok {
 		b = &Blob{CID: c.CID, Size: c.Size, Kind: c.Kind, CreatedAt: c.At}
 		s.blobs[c.CID] = b
 	} else if b.Size != c.Size {
-		return nil, fmt.Errorf("blob stored %s: %w: size %d, index has %d", c.CID, ErrConflict, c.Size, b.Size)
+		return Blob{}, fmt.Errorf("blob stored %s: %w: size %d, index has %d", c.CID, ErrConflict, c.Size, b.Size)
 	}
 	delete(s.tombstones, c.CID)
 	if i, found := slices.BinarySearch(b.Holders, c.Node); !found {
 		b.Holders = slices.Insert(b.Holders, i, c.Node)
 	} else {
-		return nil, fmt.Errorf("blob stored %s on %s: %w: already recorded", c.CID, c.Node, ErrConflict)
+		return Blob{}, fmt.Errorf("blob stored %s on %s: %w: already recorded", c.CID, c.Node, ErrConflict)
 	}
 	return cloneBlob(b), nil
 }
 
-func (s *state) blobDropped(c *BlobDropped) (any, error) {
+func (s *state) blobDropped(c *BlobDropped) (Blob, error) {
 	b, ok := s.blobs[c.CID]
 	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", c.CID, ErrNotFound)
+		return Blob{}, fmt.Errorf("blob %s: %w", c.CID, ErrNotFound)
 	}
 	i, found := slices.BinarySearch(b.Holders, c.Node)
 	if !found {
-		return nil, fmt.Errorf("blob %s on %s: %w", c.CID, c.Node, ErrNotFound)
+		return Blob{}, fmt.Errorf("blob %s on %s: %w", c.CID, c.Node, ErrNotFound)
 	}
 	b.Holders = slices.Delete(b.Holders, i, i+1)
 	return cloneBlob(b), nil
 }
 
-func (s *state) blobMirrored(c *BlobMirrored) (any, error) {
+func (s *state) blobMirrored(c *BlobMirrored) (Blob, error) {
 	b, ok := s.blobs[c.CID]
 	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", c.CID, ErrNotFound)
+		return Blob{}, fmt.Errorf("blob %s: %w", c.CID, ErrNotFound)
 	}
 	if b.Mirrored == !c.Gone {
-		return nil, fmt.Errorf("blob %s: %w: mirrored is already %v", c.CID, ErrConflict, b.Mirrored)
+		return Blob{}, fmt.Errorf("blob %s: %w: mirrored is already %v", c.CID, ErrConflict, b.Mirrored)
 	}
 	b.Mirrored = !c.Gone
 	return cloneBlob(b), nil
 }
 
-func (s *state) expireBundles(c *ExpireBundles) (any, error) {
+func (s *state) expireBundles(c *ExpireBundles) (int, error) {
 	n := 0
 	for _, id := range c.Jobs {
 		j, ok := s.jobs[id]
@@ -190,7 +190,7 @@ func (s *state) expireBundles(c *ExpireBundles) (any, error) {
 	return n, nil
 }
 
-func (s *state) forgetBlobs(c *ForgetBlobs) (any, error) {
+func (s *state) forgetBlobs(c *ForgetBlobs) ([]string, error) {
 	refs := s.references()
 	var gone []string
 	for _, id := range c.CIDs {
@@ -215,27 +215,27 @@ func (s *state) forgetBlobs(c *ForgetBlobs) (any, error) {
 	return gone, nil
 }
 
-func (s *state) putTenantKeys(c *PutTenantKeys) (any, error) {
+func (s *state) putTenantKeys(c *PutTenantKeys) (Tenant, error) {
 	t, ok := s.tenants[c.Tenant]
 	if !ok {
-		return nil, fmt.Errorf("tenant %s: %w", c.Tenant, ErrNotFound)
+		return Tenant{}, fmt.Errorf("tenant %s: %w", c.Tenant, ErrNotFound)
 	}
 	if c.PrevGen != t.KeysGen {
-		return nil, fmt.Errorf("tenant %s keys: %w: changed since read (generation %d, now %d)", c.Tenant, ErrConflict, c.PrevGen, t.KeysGen)
+		return Tenant{}, fmt.Errorf("tenant %s keys: %w: changed since read (generation %d, now %d)", c.Tenant, ErrConflict, c.PrevGen, t.KeysGen)
 	}
 	seen := map[uint32]bool{}
 	for _, k := range c.Keys {
 		if k.Version == 0 || k.Master == "" || len(k.Sealed) == 0 {
-			return nil, fmt.Errorf("tenant %s keys: %w: version, master and sealed key are required", c.Tenant, ErrInvalid)
+			return Tenant{}, fmt.Errorf("tenant %s keys: %w: version, master and sealed key are required", c.Tenant, ErrInvalid)
 		}
 		if seen[k.Version] {
-			return nil, fmt.Errorf("tenant %s keys: %w: version %d repeated", c.Tenant, ErrInvalid, k.Version)
+			return Tenant{}, fmt.Errorf("tenant %s keys: %w: version %d repeated", c.Tenant, ErrInvalid, k.Version)
 		}
 		seen[k.Version] = true
 	}
 	for _, k := range t.Keys {
 		if !seen[k.Version] {
-			return nil, fmt.Errorf("tenant %s keys: %w: version %d would be lost", c.Tenant, ErrConflict, k.Version)
+			return Tenant{}, fmt.Errorf("tenant %s keys: %w: version %d would be lost", c.Tenant, ErrConflict, k.Version)
 		}
 	}
 	keys := slices.Clone(c.Keys)
@@ -245,9 +245,9 @@ func (s *state) putTenantKeys(c *PutTenantKeys) (any, error) {
 	return cloneTenant(t), nil
 }
 
-func (s *state) setClusterConfig(c *SetClusterConfig) (any, error) {
+func (s *state) setClusterConfig(c *SetClusterConfig) (ClusterConfig, error) {
 	if c.Config.Replicas < 0 || c.Config.Replicas > 16 {
-		return nil, fmt.Errorf("cluster config: %w: replicas %d not in 1..16", ErrInvalid, c.Config.Replicas)
+		return ClusterConfig{}, fmt.Errorf("cluster config: %w: replicas %d not in 1..16", ErrInvalid, c.Config.Replicas)
 	}
 	s.config = c.Config
 	return s.config, nil

@@ -39,53 +39,8 @@ const (
 )
 
 func (t CommandType) String() string {
-	switch t {
-	case CmdCreateKey:
-		return "create_key"
-	case CmdRegisterDataset:
-		return "register_dataset"
-	case CmdDeleteDataset:
-		return "delete_dataset"
-	case CmdSubmitJob:
-		return "submit_job"
-	case CmdAssignJob:
-		return "assign_job"
-	case CmdRenewLease:
-		return "renew_lease"
-	case CmdCompleteJob:
-		return "complete_job"
-	case CmdCancelJob:
-		return "cancel_job"
-	case CmdRequeueJob:
-		return "requeue_job"
-	case CmdRegisterNode:
-		return "register_node"
-	case CmdSetNodeState:
-		return "set_node_state"
-	case CmdPutOperator:
-		return "put_operator"
-	case CmdAssignBatch:
-		return "assign_batch"
-	case CmdBlobStored:
-		return "blob_stored"
-	case CmdBlobDropped:
-		return "blob_dropped"
-	case CmdBlobMirrored:
-		return "blob_mirrored"
-	case CmdExpireBundles:
-		return "expire_bundles"
-	case CmdForgetBlobs:
-		return "forget_blobs"
-	case CmdPutTenantKeys:
-		return "put_tenant_keys"
-	case CmdSetClusterConfig:
-		return "set_cluster_config"
-	case CmdUpdateGPUs:
-		return "update_gpus"
-	case CmdRevokeKey:
-		return "revoke_key"
-	case CmdTouchKeys:
-		return "touch_keys"
+	if e, ok := commands[t]; ok {
+		return e.name
 	}
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
@@ -278,64 +233,20 @@ func Encode(c Command) ([]byte, error) {
 	return append([]byte{byte(c.Type())}, body...), nil
 }
 
-// Decode reads what Encode wrote.
+// Decode reads what Encode wrote. An unknown type is ErrUnknownCmd (the
+// FSM skips it when it is Ignorable).
 func Decode(b []byte) (Command, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("scheduler: decode: empty entry: %w", ErrPayloadBytes)
 	}
-	var c Command
-	switch CommandType(b[0]) {
-	case CmdCreateKey:
-		c = &CreateKey{}
-	case CmdRegisterDataset:
-		c = &RegisterDataset{}
-	case CmdDeleteDataset:
-		c = &DeleteDataset{}
-	case CmdSubmitJob:
-		c = &SubmitJob{}
-	case CmdAssignJob:
-		c = &AssignJob{}
-	case CmdRenewLease:
-		c = &RenewLease{}
-	case CmdCompleteJob:
-		c = &CompleteJob{}
-	case CmdCancelJob:
-		c = &CancelJob{}
-	case CmdRequeueJob:
-		c = &RequeueJob{}
-	case CmdRegisterNode:
-		c = &RegisterNode{}
-	case CmdSetNodeState:
-		c = &SetNodeState{}
-	case CmdPutOperator:
-		c = &PutOperator{}
-	case CmdAssignBatch:
-		c = &AssignBatch{}
-	case CmdBlobStored:
-		c = &BlobStored{}
-	case CmdBlobDropped:
-		c = &BlobDropped{}
-	case CmdBlobMirrored:
-		c = &BlobMirrored{}
-	case CmdExpireBundles:
-		c = &ExpireBundles{}
-	case CmdForgetBlobs:
-		c = &ForgetBlobs{}
-	case CmdPutTenantKeys:
-		c = &PutTenantKeys{}
-	case CmdSetClusterConfig:
-		c = &SetClusterConfig{}
-	case CmdUpdateGPUs:
-		c = &UpdateGPUs{}
-	case CmdRevokeKey:
-		c = &RevokeKey{}
-	case CmdTouchKeys:
-		c = &TouchKeys{}
-	default:
+	t := CommandType(b[0])
+	e, ok := commands[t]
+	if !ok {
 		return nil, fmt.Errorf("scheduler: decode: %w %d", ErrUnknownCmd, b[0])
 	}
+	c := e.new()
 	if err := json.Unmarshal(b[1:], c); err != nil {
-		return nil, fmt.Errorf("scheduler: decode %s: %w: %v", CommandType(b[0]), ErrPayloadBytes, err)
+		return nil, fmt.Errorf("scheduler: decode %s: %w: %v", t, ErrPayloadBytes, err)
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"strings"
@@ -33,6 +34,14 @@ func allCommands() []Command {
 		&AssignBatch{Assignments: []AssignJob{{Claim: true, At: t0, JobID: "j", Node: "n", Incarnation: "i", GPUs: []int{1}, ExpiresAt: exp}}},
 		&RevokeKey{At: t0, ID: "key_1", Tenant: "acme"},
 		&TouchKeys{At: t0, Used: map[string]time.Time{"key_1": exp}},
+		&UpdateGPUs{At: t0, Node: "n", GPUs: a100s(1)},
+		&BlobStored{At: t0, CID: "c", Size: 3, Kind: BlobBundle, Node: "n"},
+		&BlobDropped{At: t0, CID: "c", Node: "n", Reason: "corrupt"},
+		&BlobMirrored{At: t0, CID: "c", Gone: true},
+		&ExpireBundles{At: t0, Jobs: []string{"j"}},
+		&ForgetBlobs{At: t0, CIDs: []string{"c"}},
+		&PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 2, Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1, 2}}}},
+		&SetClusterConfig{At: t0, Config: ClusterConfig{Replicas: 3}},
 	}
 }
 
@@ -59,13 +68,86 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		})
 		seen[c.Type()] = true
 	}
-	// Every numbered type up to the highest is covered and has a name.
-	for ct := CmdCreateKey; ct <= CmdAssignBatch; ct++ {
+	// Every registered type is covered.
+	for _, ct := range CommandTypes() {
 		if !seen[ct] {
-			t.Errorf("command type %d has no round-trip case", ct)
+			t.Errorf("command type %s (%d) has no round-trip case", ct, ct)
 		}
-		if strings.HasPrefix(ct.String(), "command(") {
+	}
+}
+
+// Every registered command has a name, a decoder of its own type, an
+// apply, a result type and an authority; every command type constant is
+// registered. A forgotten entry fails here, not on every replica.
+func TestRegistryCoversEveryCommand(t *testing.T) {
+	t.Parallel()
+	names := map[string]CommandType{}
+	for _, ct := range CommandTypes() {
+		e := commands[ct]
+		if strings.HasPrefix(ct.String(), "command(") || e.name == "" {
 			t.Errorf("command type %d has no name", ct)
+		}
+		if prev, dup := names[e.name]; dup {
+			t.Errorf("types %d and %d share the name %q", prev, ct, e.name)
+		}
+		names[e.name] = ct
+		if e.new == nil || e.new().Type() != ct {
+			t.Errorf("%s: new() does not make a %s", ct, ct)
+		}
+		if e.apply == nil || e.result == nil || e.result() == nil {
+			t.Errorf("%s: no apply or result type", ct)
+		}
+		switch e.auth {
+		case AuthLeader, AuthAdmin:
+		case AuthTenant, AuthNode, AuthKeyOrNode:
+			if e.allow == nil {
+				t.Errorf("%s: authority %s without a check", ct, e.auth)
+			}
+		default:
+			t.Errorf("%s: no authority class", ct)
+		}
+		if strings.HasPrefix(e.auth.String(), "authority(") {
+			t.Errorf("%s: authority %d has no name", ct, e.auth)
+		}
+	}
+	// Every constant this package declares is in the table (a constant
+	// added without an entry fails here).
+	for _, ct := range []CommandType{CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdSubmitJob, CmdAssignJob,
+		CmdRenewLease, CmdCompleteJob, CmdCancelJob, CmdRequeueJob, CmdRegisterNode, CmdSetNodeState, CmdPutOperator,
+		CmdAssignBatch, CmdBlobStored, CmdBlobDropped, CmdBlobMirrored, CmdExpireBundles, CmdForgetBlobs,
+		CmdPutTenantKeys, CmdSetClusterConfig, CmdUpdateGPUs, CmdRevokeKey, CmdTouchKeys} {
+		if _, ok := commands[ct]; !ok {
+			t.Errorf("command type %d is not registered", ct)
+		}
+	}
+	// Numbers are dense below the ignorable bit: a gap is a type that was
+	// dropped, or one whose entry was forgotten.
+	for ct := CmdCreateKey; ct < IgnorableFlag; ct++ {
+		if _, ok := commands[ct]; !ok {
+			if _, later := commands[ct+1]; later {
+				t.Errorf("command type %d is missing between registered types", ct)
+			}
+		}
+	}
+}
+
+// Every refused command of every type comes back without a value, so that
+// a forwarded refusal and a local one look alike.
+func TestApplyResultTypesMatchTheRegistry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	scenario(h)
+	for _, c := range allCommands() {
+		v, err := h.apply(c)
+		if err != nil {
+			if v != nil {
+				t.Errorf("%s: refused with a value %#v", c.Type(), v)
+			}
+			continue
+		}
+		want := reflect.TypeOf(NewResult(c.Type())).Elem()
+		if reflect.TypeOf(v) != want {
+			t.Errorf("%s: Apply returned %T, the registry says %s", c.Type(), v, want)
 		}
 	}
 }
@@ -107,7 +189,31 @@ func TestFSMPanicsOnUnknownCommand(t *testing.T) {
 			t.Fatalf("LastIndex = %d after a refused entry", f.LastIndex())
 		}
 	}()
-	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{200, '{', '}'}})
+	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{100, '{', '}'}})
+}
+
+// An unknown command that carries the ignorable bit is skipped: the state
+// is unchanged, the index moves on, nothing panics.
+func TestFSMSkipsUnknownIgnorableCommand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.base()
+	before := snapshotBytes(t, h.f)
+	res := h.f.Apply(&raft.Log{Index: h.idx + 1, Type: raft.LogCommand, Data: []byte{byte(IgnorableFlag | 100), '{', '}'}}).(ApplyResult)
+	if !errors.Is(res.Err, ErrUnknownCmd) || res.Value != nil {
+		t.Fatalf("ignorable entry: %+v", res)
+	}
+	if h.f.LastIndex() != h.idx+1 {
+		t.Fatalf("LastIndex = %d, want %d", h.f.LastIndex(), h.idx+1)
+	}
+	if !bytes.Equal(snapshotBytes(t, h.f), before) {
+		t.Fatal("an ignored entry changed the state")
+	}
+	for _, ct := range CommandTypes() {
+		if ct.Ignorable() {
+			t.Errorf("%s carries the ignorable bit: it changes agreed state", ct)
+		}
+	}
 }
 
 func TestFSMIgnoresNonCommandEntries(t *testing.T) {

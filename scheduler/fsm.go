@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ type ApplyResult struct {
 // FSM is the replicated state machine. Apply is deterministic: it reads only
 // the log entry. Reads take a consistent copy under a read lock.
 type FSM struct {
+	log       *slog.Logger
 	mu        sync.RWMutex
 	s         *state
 	lastIndex uint64
@@ -39,9 +41,25 @@ type FSM struct {
 	plan     *Plan
 }
 
+// FSMOption configures an FSM.
+type FSMOption func(*FSM)
+
+// WithLogger sets where the FSM logs what it skips (default: nowhere).
+func WithLogger(l *slog.Logger) FSMOption {
+	return func(f *FSM) {
+		if l != nil {
+			f.log = l
+		}
+	}
+}
+
 // NewFSM returns an empty state machine.
-func NewFSM() *FSM {
-	return &FSM{s: newState(), changed: make(chan struct{})}
+func NewFSM(opts ...FSMOption) *FSM {
+	f := &FSM{s: newState(), changed: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -53,6 +71,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	c, err := Decode(l.Data)
 	if err != nil {
+		if len(l.Data) > 0 && CommandType(l.Data[0]).Ignorable() && errors.Is(err, ErrUnknownCmd) {
+			// A newer version's command marked safe to skip (a rolling
+			// upgrade): it changes nothing here.
+			f.log.Warn("scheduler: skipping an unknown ignorable command", "index", l.Index, "type", l.Data[0])
+			f.mu.Lock()
+			f.lastIndex = l.Index
+			f.mu.Unlock()
+			return ApplyResult{Err: err}
+		}
 		// A log entry no version of this FSM understands must not be
 		// skipped silently: replicas would diverge.
 		panic(fmt.Sprintf("scheduler: fsm: entry %d: %v", l.Index, err))
@@ -74,18 +101,6 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Unlock()
 	close(ch)
 	return ApplyResult{Value: v, Err: err}
-}
-
-// affectsPlacement says whether a command can change the queue, the running
-// jobs or the nodes that placement reads.
-func affectsPlacement(t CommandType) bool {
-	switch t {
-	case CmdRenewLease, CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdPutOperator,
-		CmdBlobStored, CmdBlobDropped, CmdBlobMirrored, CmdExpireBundles, CmdForgetBlobs,
-		CmdPutTenantKeys, CmdSetClusterConfig:
-		return false
-	}
-	return true
 }
 
 // Watch returns a channel closed at the next entry that changes the state.

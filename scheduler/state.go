@@ -46,108 +46,47 @@ func newState() *state {
 	}
 }
 
-// apply runs one decoded command at Raft index idx.
-func (s *state) apply(idx uint64, c Command) (any, error) {
-	switch c := c.(type) {
-	case *CreateKey:
-		return typed(s.createKey(c))
-	case *RevokeKey:
-		return typed(s.revokeKey(c))
-	case *TouchKeys:
-		return typed(s.touchKeys(c))
-	case *RegisterDataset:
-		d := c.Dataset
-		if d.CreatedAt.IsZero() {
-			d.CreatedAt = c.At
+// assignBatch applies each assignment on its own, in order.
+func (s *state) assignBatch(idx uint64, c *AssignBatch) (BatchResult, error) {
+	res := BatchResult{Errors: make([]string, len(c.Assignments))}
+	applied := 0
+	for i := range c.Assignments {
+		if _, err := s.assignJob(idx, &c.Assignments[i]); err != nil {
+			res.Errors[i] = err.Error()
+		} else {
+			applied++
 		}
-		return s.registerDataset(d)
-	case *DeleteDataset:
-		return s.deleteDataset(c)
-	case *SubmitJob:
-		return s.submitJob(idx, c)
-	case *AssignJob:
-		return s.assignJob(idx, c)
-	case *AssignBatch:
-		res := BatchResult{Errors: make([]string, len(c.Assignments))}
-		applied := 0
-		for i := range c.Assignments {
-			if _, err := s.assignJob(idx, &c.Assignments[i]); err != nil {
-				res.Errors[i] = err.Error()
-			} else {
-				applied++
-			}
-		}
-		if applied == 0 && len(c.Assignments) > 0 {
-			// Nothing changed: say so, so that watchers are not woken.
-			return res, fmt.Errorf("assign batch: %w: every assignment refused", ErrConflict)
-		}
-		return res, nil
-	case *RenewLease:
-		return s.renewLease(c)
-	case *CompleteJob:
-		return s.completeJob(c)
-	case *CancelJob:
-		return s.cancelJob(c)
-	case *RequeueJob:
-		return s.requeueJob(c)
-	case *RegisterNode:
-		return s.registerNode(c)
-	case *SetNodeState:
-		return s.setNodeState(c)
-	case *PutOperator:
-		s.operators[c.Entry.Key] = c.Entry.Ref
-		return nil, nil
-	case *BlobStored:
-		return s.blobStored(c)
-	case *BlobDropped:
-		return s.blobDropped(c)
-	case *BlobMirrored:
-		return s.blobMirrored(c)
-	case *ExpireBundles:
-		return s.expireBundles(c)
-	case *ForgetBlobs:
-		return s.forgetBlobs(c)
-	case *PutTenantKeys:
-		return s.putTenantKeys(c)
-	case *SetClusterConfig:
-		return s.setClusterConfig(c)
-	case *UpdateGPUs:
-		return s.updateGPUs(c)
 	}
-	return nil, fmt.Errorf("scheduler: apply %T: %w", c, ErrUnknownCmd)
+	if applied == 0 && len(c.Assignments) > 0 {
+		// Nothing changed: say so, so that watchers are not woken.
+		return BatchResult{}, fmt.Errorf("assign batch: %w: every assignment refused", ErrConflict)
+	}
+	return res, nil
 }
 
-// typed turns a typed answer into Apply's: no value with an error.
-func typed[T any](v T, err error) (any, error) {
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func (s *state) registerDataset(d Dataset) (any, error) {
+func (s *state) registerDataset(d Dataset) (Dataset, error) {
 	if d.ID == "" || d.Tenant == "" || d.CID == "" {
-		return nil, fmt.Errorf("register dataset: %w: id, tenant and cid are required", ErrInvalid)
+		return Dataset{}, fmt.Errorf("register dataset: %w: id, tenant and cid are required", ErrInvalid)
 	}
 	if _, ok := s.datasets[d.ID]; ok {
-		return nil, fmt.Errorf("register dataset %s: %w: exists", d.ID, ErrConflict)
+		return Dataset{}, fmt.Errorf("register dataset %s: %w: exists", d.ID, ErrConflict)
 	}
 	if err := s.durable(d.Stored()); err != nil {
-		return nil, fmt.Errorf("register dataset %s: %w", d.ID, err)
+		return Dataset{}, fmt.Errorf("register dataset %s: %w", d.ID, err)
 	}
 	s.datasets[d.ID] = &d
 	return d, nil
 }
 
-func (s *state) deleteDataset(c *DeleteDataset) (any, error) {
+func (s *state) deleteDataset(c *DeleteDataset) (Dataset, error) {
 	d, ok := s.datasets[c.ID]
 	if !ok || d.Tenant != c.Tenant {
-		return nil, fmt.Errorf("dataset %s: %w", c.ID, ErrNotFound)
+		return Dataset{}, fmt.Errorf("dataset %s: %w", c.ID, ErrNotFound)
 	}
 	for _, id := range s.sortedJobIDs() {
 		j := s.jobs[id]
 		if j.Dataset == c.ID && !Terminal(j.State) {
-			return nil, fmt.Errorf("dataset %s is used by %s job %s: %w", c.ID, j.State, j.ID, ErrConflict)
+			return Dataset{}, fmt.Errorf("dataset %s is used by %s job %s: %w", c.ID, j.State, j.ID, ErrConflict)
 		}
 	}
 	delete(s.datasets, c.ID)
@@ -161,12 +100,12 @@ type idemEntry struct {
 	At   time.Time // when it was submitted
 }
 
-func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
+func (s *state) submitJob(idx uint64, c *SubmitJob) (Job, error) {
 	j := c.Job
 	if c.IdempotencyKey != "" {
 		if e, ok := s.idem[j.Tenant+"\x00"+c.IdempotencyKey]; ok {
 			if e.Hash != "" && c.RequestHash != "" && e.Hash != c.RequestHash {
-				return nil, fmt.Errorf("submit job: idempotency key %q: %w: it was used with another request", c.IdempotencyKey, ErrIdempotencyMismatch)
+				return Job{}, fmt.Errorf("submit job: idempotency key %q: %w: it was used with another request", c.IdempotencyKey, ErrIdempotencyMismatch)
 			}
 			if prev, ok := s.jobs[e.Job]; ok {
 				return cloneJob(prev), nil
@@ -174,39 +113,39 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
 		}
 	}
 	if j.ID == "" || j.Tenant == "" || j.Type == "" {
-		return nil, fmt.Errorf("submit job: %w: id, tenant and type are required", ErrInvalid)
+		return Job{}, fmt.Errorf("submit job: %w: id, tenant and type are required", ErrInvalid)
 	}
 	if PriorityRank(j.Priority) < 0 {
-		return nil, fmt.Errorf("submit job %s: %w: priority %q", j.ID, ErrInvalid, j.Priority)
+		return Job{}, fmt.Errorf("submit job %s: %w: priority %q", j.ID, ErrInvalid, j.Priority)
 	}
 	if j.Resources.GPUs < 0 || j.Resources.GPUMemoryMB < 0 {
-		return nil, fmt.Errorf("submit job %s: %w: negative resources", j.ID, ErrInvalid)
+		return Job{}, fmt.Errorf("submit job %s: %w: negative resources", j.ID, ErrInvalid)
 	}
 	switch j.Network {
 	case "", NetworkNone:
 		j.Network = "" // none is the default, and not recorded
 	case NetworkBridge:
 		if j.Image == "" {
-			return nil, fmt.Errorf("submit job %s: %w: network %q without an image", j.ID, ErrInvalid, j.Network)
+			return Job{}, fmt.Errorf("submit job %s: %w: network %q without an image", j.ID, ErrInvalid, j.Network)
 		}
 	default:
-		return nil, fmt.Errorf("submit job %s: %w: network %q", j.ID, ErrInvalid, j.Network)
+		return Job{}, fmt.Errorf("submit job %s: %w: network %q", j.ID, ErrInvalid, j.Network)
 	}
 	switch {
 	case j.Timeout < 0 || time.Duration(j.Timeout) > MaxTimeout:
-		return nil, fmt.Errorf("submit job %s: %w: timeout %s is not within 0 and %s", j.ID, ErrInvalid, time.Duration(j.Timeout), MaxTimeout)
+		return Job{}, fmt.Errorf("submit job %s: %w: timeout %s is not within 0 and %s", j.ID, ErrInvalid, time.Duration(j.Timeout), MaxTimeout)
 	case j.Timeout == 0 && j.Priority == PrioritySprint:
 		j.Timeout = Duration(SprintTimeout)
 	case j.Timeout == 0:
 		j.Timeout = Duration(DefaultTimeout)
 	}
 	if _, ok := s.jobs[j.ID]; ok {
-		return nil, fmt.Errorf("submit job %s: %w: exists", j.ID, ErrConflict)
+		return Job{}, fmt.Errorf("submit job %s: %w: exists", j.ID, ErrConflict)
 	}
 	if j.Dataset != "" {
 		d, ok := s.datasets[j.Dataset]
 		if !ok || d.Tenant != j.Tenant {
-			return nil, fmt.Errorf("dataset %s: %w", j.Dataset, ErrNotFound)
+			return Job{}, fmt.Errorf("dataset %s: %w", j.Dataset, ErrNotFound)
 		}
 	}
 	j.State = StateQueued
@@ -223,23 +162,23 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (any, error) {
 	return cloneJob(&j), nil
 }
 
-func (s *state) assignJob(idx uint64, c *AssignJob) (any, error) {
+func (s *state) assignJob(idx uint64, c *AssignJob) (Job, error) {
 	j, ok := s.jobs[c.JobID]
 	if !ok {
-		return nil, fmt.Errorf("assign %s: %w", c.JobID, ErrNotFound)
+		return Job{}, fmt.Errorf("assign %s: %w", c.JobID, ErrNotFound)
 	}
 	if j.State != StateQueued {
-		return nil, fmt.Errorf("assign %s: %w: job is %s", c.JobID, ErrConflict, j.State)
+		return Job{}, fmt.Errorf("assign %s: %w: job is %s", c.JobID, ErrConflict, j.State)
 	}
 	n, ok := s.nodes[c.Node]
 	if !ok || n.State != NodeReady {
-		return nil, fmt.Errorf("assign %s to %s: %w: node not ready", c.JobID, c.Node, ErrConflict)
+		return Job{}, fmt.Errorf("assign %s to %s: %w: node not ready", c.JobID, c.Node, ErrConflict)
 	}
 	if c.Incarnation != n.Incarnation {
-		return nil, fmt.Errorf("assign %s to %s: %w: node restarted", c.JobID, c.Node, ErrConflict)
+		return Job{}, fmt.Errorf("assign %s to %s: %w: node restarted", c.JobID, c.Node, ErrConflict)
 	}
 	if err := s.checkGPUs(j, n, c.GPUs); err != nil {
-		return nil, fmt.Errorf("assign %s to %s: %w: %v", c.JobID, c.Node, ErrConflict, err)
+		return Job{}, fmt.Errorf("assign %s to %s: %w: %v", c.JobID, c.Node, ErrConflict, err)
 	}
 	at := c.At
 	j.State = StateRunning
@@ -311,10 +250,10 @@ func (s *state) leased(id string, token uint64, op string) (*Job, error) {
 	return j, nil
 }
 
-func (s *state) renewLease(c *RenewLease) (any, error) {
+func (s *state) renewLease(c *RenewLease) (Job, error) {
 	j, err := s.leased(c.JobID, c.Token, "renew")
 	if err != nil {
-		return nil, err
+		return Job{}, err
 	}
 	if c.ExpiresAt.After(j.Lease.ExpiresAt) {
 		j.Lease.ExpiresAt = c.ExpiresAt
@@ -322,15 +261,15 @@ func (s *state) renewLease(c *RenewLease) (any, error) {
 	return cloneJob(j), nil
 }
 
-func (s *state) completeJob(c *CompleteJob) (any, error) {
+func (s *state) completeJob(c *CompleteJob) (Job, error) {
 	j, err := s.leased(c.JobID, c.Token, "complete")
 	if err != nil {
-		return nil, err
+		return Job{}, err
 	}
 	switch c.State {
 	case StateSucceeded, StateFailed, StateTimedOut, StateCancelled:
 	default:
-		return nil, fmt.Errorf("complete %s: %w: state %q", c.JobID, ErrInvalid, c.State)
+		return Job{}, fmt.Errorf("complete %s: %w: state %q", c.JobID, ErrInvalid, c.State)
 	}
 	st := c.State
 	if j.CancelRequested && st != StateSucceeded {
@@ -342,26 +281,26 @@ func (s *state) completeJob(c *CompleteJob) (any, error) {
 	if c.Dataset != nil && st == StateSucceeded {
 		d := *c.Dataset
 		if d.ID == "" || d.CID == "" {
-			return nil, fmt.Errorf("complete %s: %w: output dataset needs an id and a cid", c.JobID, ErrInvalid)
+			return Job{}, fmt.Errorf("complete %s: %w: output dataset needs an id and a cid", c.JobID, ErrInvalid)
 		}
 		if d.Tenant != j.Tenant {
-			return nil, fmt.Errorf("complete %s: %w: output dataset of another tenant", c.JobID, ErrInvalid)
+			return Job{}, fmt.Errorf("complete %s: %w: output dataset of another tenant", c.JobID, ErrInvalid)
 		}
 		if _, exists := s.datasets[d.ID]; exists {
-			return nil, fmt.Errorf("complete %s: %w: output dataset %s exists", c.JobID, ErrConflict, d.ID)
+			return Job{}, fmt.Errorf("complete %s: %w: output dataset %s exists", c.JobID, ErrConflict, d.ID)
 		}
 		if d.CreatedAt.IsZero() {
 			d.CreatedAt = c.At
 		}
 		d.Job = j.ID
 		if err := s.durable(d.Stored()); err != nil {
-			return nil, fmt.Errorf("complete %s: output dataset: %w", c.JobID, err)
+			return Job{}, fmt.Errorf("complete %s: output dataset: %w", c.JobID, err)
 		}
 		out = &d
 	}
 	if st == StateSucceeded && c.RunBundle != nil {
 		if err := s.durable(c.RunBundle.CID); err != nil {
-			return nil, fmt.Errorf("complete %s: runbundle: %w", c.JobID, err)
+			return Job{}, fmt.Errorf("complete %s: runbundle: %w", c.JobID, err)
 		}
 	}
 	at := c.At
@@ -389,10 +328,10 @@ func (s *state) completeJob(c *CompleteJob) (any, error) {
 	return cloneJob(j), nil
 }
 
-func (s *state) cancelJob(c *CancelJob) (any, error) {
+func (s *state) cancelJob(c *CancelJob) (Job, error) {
 	j, ok := s.jobs[c.JobID]
 	if !ok || j.Tenant != c.Tenant {
-		return nil, fmt.Errorf("job %s: %w", c.JobID, ErrNotFound)
+		return Job{}, fmt.Errorf("job %s: %w", c.JobID, ErrNotFound)
 	}
 	switch j.State {
 	case StateQueued:
@@ -404,15 +343,15 @@ func (s *state) cancelJob(c *CancelJob) (any, error) {
 	case StateRunning:
 		j.CancelRequested = true
 	default:
-		return nil, fmt.Errorf("job %s is already %s: %w", c.JobID, j.State, ErrConflict)
+		return Job{}, fmt.Errorf("job %s is already %s: %w", c.JobID, j.State, ErrConflict)
 	}
 	return cloneJob(j), nil
 }
 
-func (s *state) requeueJob(c *RequeueJob) (any, error) {
+func (s *state) requeueJob(c *RequeueJob) (Job, error) {
 	j, err := s.leased(c.JobID, c.Token, "requeue")
 	if err != nil {
-		return nil, err
+		return Job{}, err
 	}
 	at := c.At
 	j.Lease = nil
@@ -436,16 +375,16 @@ func (s *state) requeueJob(c *RequeueJob) (any, error) {
 	return cloneJob(j), nil
 }
 
-func (s *state) registerNode(c *RegisterNode) (any, error) {
+func (s *state) registerNode(c *RegisterNode) (Node, error) {
 	n := c.Node
 	if n.ID == "" {
-		return nil, fmt.Errorf("register node: %w: id required", ErrInvalid)
+		return Node{}, fmt.Errorf("register node: %w: id required", ErrInvalid)
 	}
 	// Placement and assignment name GPUs by index: a repeated index would
 	// make every assignment to this node fail and the leader retry forever.
 	for i, g := range n.GPUs {
 		if slices.ContainsFunc(n.GPUs[:i], func(x GPU) bool { return x.Index == g.Index }) {
-			return nil, fmt.Errorf("register node %s: %w: GPU index %d repeated", n.ID, ErrInvalid, g.Index)
+			return Node{}, fmt.Errorf("register node %s: %w: GPU index %d repeated", n.ID, ErrInvalid, g.Index)
 		}
 	}
 	if n.State == "" {
@@ -456,13 +395,13 @@ func (s *state) registerNode(c *RegisterNode) (any, error) {
 	return cloneNode(&n), nil
 }
 
-func (s *state) updateGPUs(c *UpdateGPUs) (any, error) {
+func (s *state) updateGPUs(c *UpdateGPUs) (Node, error) {
 	n, ok := s.nodes[c.Node]
 	if !ok {
-		return nil, fmt.Errorf("node %s: %w", c.Node, ErrNotFound)
+		return Node{}, fmt.Errorf("node %s: %w", c.Node, ErrNotFound)
 	}
 	if len(c.GPUs) != len(n.GPUs) {
-		return nil, fmt.Errorf("update gpus of %s: %w: %d GPUs, registered %d", c.Node, ErrInvalid, len(c.GPUs), len(n.GPUs))
+		return Node{}, fmt.Errorf("update gpus of %s: %w: %d GPUs, registered %d", c.Node, ErrInvalid, len(c.GPUs), len(n.GPUs))
 	}
 	byIndex := map[int]GPU{}
 	for _, g := range c.GPUs {
@@ -470,7 +409,7 @@ func (s *state) updateGPUs(c *UpdateGPUs) (any, error) {
 	}
 	for _, g := range n.GPUs {
 		if _, ok := byIndex[g.Index]; !ok {
-			return nil, fmt.Errorf("update gpus of %s: %w: GPU %d missing", c.Node, ErrInvalid, g.Index)
+			return Node{}, fmt.Errorf("update gpus of %s: %w: GPU %d missing", c.Node, ErrInvalid, g.Index)
 		}
 	}
 	for i := range n.GPUs {
@@ -482,15 +421,15 @@ func (s *state) updateGPUs(c *UpdateGPUs) (any, error) {
 	return cloneNode(n), nil
 }
 
-func (s *state) setNodeState(c *SetNodeState) (any, error) {
+func (s *state) setNodeState(c *SetNodeState) (Node, error) {
 	n, ok := s.nodes[c.ID]
 	if !ok {
-		return nil, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
+		return Node{}, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
 	}
 	switch c.State {
 	case NodeReady, NodeDown, NodeLeft:
 	default:
-		return nil, fmt.Errorf("node %s: %w: state %q", c.ID, ErrInvalid, c.State)
+		return Node{}, fmt.Errorf("node %s: %w: state %q", c.ID, ErrInvalid, c.State)
 	}
 	n.State = c.State
 	n.UpdatedAt = c.At

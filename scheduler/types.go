@@ -266,6 +266,9 @@ type Node struct {
 	// JobNetwork: the node's executor puts a job that asks for network
 	// on a network (docker, not forbidden by --no-job-network).
 	JobNetwork bool `json:"job_network,omitempty"`
+	// PeerID is the libp2p peer ID the node registered from: the leader
+	// takes a node's own writes (leases, copies, GPUs) only from it.
+	PeerID string `json:"peer_id,omitempty"`
 	// Incarnation changes on every start of the node's process.
 	Incarnation string    `json:"incarnation"`
 	UpdatedAt   time.Time `json:"updated_at"`

@@ -13,6 +13,9 @@ import (
 // caller is the authenticated key of a request.
 type caller struct {
 	key scheduler.APIKey
+	// secret is the key's secret: a write this request forwards to the
+	// leader carries it (scheduler.WithCaller), and the leader checks it.
+	secret string
 }
 
 // tenant is the tenant every object the caller sees belongs to.
@@ -79,5 +82,5 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 			return nil, errUnauthorized
 		}
 	}
-	return &caller{key: k}, nil
+	return &caller{key: k, secret: secret}, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 // apiFunc is a handler: it returns the value to answer with, or an error
@@ -111,6 +113,7 @@ func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
 				s.writeError(w, r, err)
 				return
 			}
+			r = r.WithContext(scheduler.WithCaller(r.Context(), c.secret))
 		}
 		v, err := h(w, r, c)
 		if err != nil {

@@ -57,6 +57,9 @@ func (s *Storage) RetainOnce(ctx context.Context) {
 		}
 		return
 	}
+	// ForgetBlobs answers the CIDs it forgot, as a []string whether the
+	// write was applied here or forwarded (the scheduler's registry names
+	// the type of every command's answer).
 	gone, _ := res.([]string)
 	s.log.Info("storage: forgot unreferenced content", "objects", len(gone))
 	if s.cfg.Mirror == nil || !s.cfg.SharedMirror {
