@@ -60,6 +60,16 @@ type Config struct {
 	// only) on the engine's default bridge; the node advertises which, and
 	// placement sends such jobs only to nodes that give it.
 	NoJobNetwork bool `json:"no_job_network"`
+	// AllowedImages are the images that paid and sprint jobs may name
+	// (patterns: "registry/org/solver:1", "registry/org/solver" for any of
+	// its tags, "registry/org/*"); free-tier jobs, and every job when the
+	// list is empty (the default), run only the built-in workload
+	// (--allowed-images, docs/executors.md).
+	AllowedImages []string `json:"allowed_images"`
+	// MaxOutputBytes bounds what one job may leave for the store (its
+	// output/ and side outputs), in bytes (default 4 GiB): more fails it
+	// with "output_too_large" (--max-output-bytes).
+	MaxOutputBytes int64 `json:"max_output_bytes"`
 	// TLSCert and TLSKey are PEM files of the API's certificate and key
 	// (both or neither): with them the API and UI are served over HTTPS
 	// only, the pair read again when the files change.
@@ -247,6 +257,9 @@ func (c *Config) Validate() error {
 		// An open mesh would let anyone who reaches its ports act as a
 		// node (join gossip, learn the leader, send it commands).
 		bad("--cluster-key FILE is required outside --dev: without it anyone who reaches this node's ports could join the mesh and act as a node; make one with `pwmesh keygen -o cluster.key`, copy it to every node, and pass --cluster-key cluster.key (or use --dev for a lone node)")
+	}
+	if c.MaxOutputBytes < 0 {
+		bad("--max-output-bytes %d: want a number of bytes above 0 (0: the default, 4 GiB)", c.MaxOutputBytes)
 	}
 	if c.Replicas < 0 || c.Replicas > 16 {
 		bad("--replicas %d: want 1 to 16", c.Replicas)

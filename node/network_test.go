@@ -14,7 +14,7 @@ import (
 // queue, saying why, instead of running there without it.
 func TestNetworkJobWaitsForADockerNode(t *testing.T) {
 	t.Parallel()
-	c := nodetest.Start(t, nodetest.Spec{Voter: true})
+	c := nodetest.Start(t, nodetest.Spec{Voter: true, AllowedImages: []string{"pwm/*"}})
 	n := c.Nodes[0]
 	c.WaitForLeader(30 * time.Second)
 	c.WaitReady(n, 30*time.Second)

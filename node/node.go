@@ -133,6 +133,16 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Which images jobs may name, by tier: the API refuses the rest at
+	// submission, and the worker again before it runs one.
+	builtin := cfg.WorkloadImage
+	if builtin == "" {
+		builtin = docker.DefaultWorkloadImage
+	}
+	images, err := worker.NewImagePolicy(builtin, cfg.AllowedImages)
+	if err != nil {
+		return nil, err
+	}
 	n.worker, err = worker.New(worker.Config{
 		NodeID:      n.id,
 		Incarnation: n.incarnation,
@@ -146,6 +156,9 @@ func New(cfg Config) (*Node, error) {
 		Logger:      n.log,
 		NewID:       newID,
 		Storage:     n.storage,
+		// Images and outputs: docs/executors.md.
+		Images:         images,
+		MaxOutputBytes: cfg.MaxOutputBytes,
 	}, n.fsm, n, n.store, exec)
 	if err != nil {
 		return nil, err
@@ -166,6 +179,7 @@ func New(cfg Config) (*Node, error) {
 		Cluster:        n,
 		Logs:           n,
 		ValidateParams: validateParams,
+		ValidateImage:  images.Check,
 		NewID:          newID,
 	})
 	if err != nil {
@@ -295,7 +309,7 @@ func (n *Node) executor() (worker.Executor, error) {
 	}
 	static := filepath.Join(filepath.Dir(bin), docker.StaticBinaryName)
 	d, err := docker.New(docker.Config{NodeID: n.id, WorkloadImage: n.cfg.WorkloadImage, WorkloadBinary: static,
-		NoNetwork: n.cfg.NoJobNetwork, Logger: n.log})
+		NoNetwork: n.cfg.NoJobNetwork, FakeGPUs: isFakeGPUs(n.gpus), Logger: n.log})
 	if err != nil {
 		if explicit {
 			return nil, fmt.Errorf("--executor docker: %w", err)
@@ -335,6 +349,14 @@ func (n *Node) executor() (worker.Executor, error) {
 	}
 	n.log.Info("executor: docker", "image", d.WorkloadImage(), "why", why, "job_network", d.GrantsNetwork())
 	return d, nil
+}
+
+// isFakeGPUs reports whether inv simulates its GPUs (--gpus fake:SPEC):
+// the docker executor then names them to a job without asking the engine
+// for devices.
+func isFakeGPUs(inv gpu.Inventory) bool {
+	_, ok := inv.(*gpufake.Inventory)
+	return ok
 }
 
 func openGPUs(spec, seed string, log *slog.Logger) (gpu.Inventory, error) {

@@ -178,6 +178,11 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 	if err != nil {
 		return scheduler.Job{}, err
 	}
+	if req.Image != "" && s.deps.ValidateImage != nil {
+		if err := s.deps.ValidateImage(prio, req.Image); err != nil {
+			return scheduler.Job{}, &Error{Status: http.StatusForbidden, Code: "image_not_allowed", Message: err.Error(), Err: err}
+		}
+	}
 	return scheduler.Job{
 		ID:        s.deps.NewID("job_"),
 		Tenant:    c.tenant(),

@@ -132,6 +132,10 @@ type Deps struct {
 	// JSON object. An error wrapping ErrUnknownJobType answers 400
 	// "unknown_job_type", any other 400 "invalid_params" with its text.
 	ValidateParams func(jobType string, params json.RawMessage) error
+	// ValidateImage checks that a job of the given priority may name
+	// image (asked only of jobs that name one); an error answers 403
+	// "image_not_allowed" with its text. nil accepts any image.
+	ValidateImage func(priority, image string) error
 	// NewID returns a fresh opaque ID with the given prefix (default:
 	// prefix + 20 random hex characters).
 	NewID func(prefix string) string

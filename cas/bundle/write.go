@@ -98,6 +98,15 @@ func encodeManifest(m Manifest) ([]byte, error) {
 // prepare validates the inputs and returns the manifest to write and the
 // sorted file paths.
 func prepare(m Manifest, files map[string][]byte) (Manifest, []string, error) {
+	sums := make(map[string][sha256.Size]byte, len(files))
+	for p, b := range files {
+		sums[p] = sha256.Sum256(b)
+	}
+	return prepareSums(m, sums)
+}
+
+// prepareSums is prepare given each file's SHA-256 instead of its bytes.
+func prepareSums(m Manifest, files map[string][sha256.Size]byte) (Manifest, []string, error) {
 	switch m.Version {
 	case "":
 		m.Version = Version
@@ -150,7 +159,7 @@ func prepare(m Manifest, files map[string][]byte) (Manifest, []string, error) {
 			}
 			artifacts[name] = p
 		}
-		sum := sha256.Sum256(files[p])
+		sum := files[p]
 		hashes[name] = hashPrefix + hex.EncodeToString(sum[:])
 	}
 	m.Artifacts, m.Hashes = artifacts, hashes

@@ -23,8 +23,10 @@ func newAgentCmd() *cobra.Command {
 		f          = node.Defaults()
 		configFile string
 		join       []string
-		leaseTTL   time.Duration
-		logLevel   string
+		// allowedImages is --allowed-images.
+		allowedImages []string
+		leaseTTL      time.Duration
+		logLevel      string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -80,6 +82,12 @@ then PWMESH_* environment variables, then flags.`,
 			if changed("no-job-network") {
 				cfg.NoJobNetwork = f.NoJobNetwork
 			}
+			if changed("allowed-images") {
+				cfg.AllowedImages = allowedImages
+			}
+			if changed("max-output-bytes") {
+				cfg.MaxOutputBytes = f.MaxOutputBytes
+			}
 			if changed("slots") {
 				cfg.Slots = f.Slots
 			}
@@ -111,6 +119,8 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.Executor, "executor", "", "process or docker (default: docker when available, else process)")
 	fl.StringVar(&f.WorkloadImage, "workload-image", "", "docker executor: image of jobs that name none (default pwmesh-workload:latest)")
 	fl.BoolVar(&f.NoJobNetwork, "no-job-network", false, "docker executor: run every job without network, even one that asks for it (by default a paid job with an image may ask for \"network\": \"bridge\")")
+	fl.StringSliceVar(&allowedImages, "allowed-images", nil, "docker executor: images that paid jobs may name, comma-separated patterns such as registry.example/org/* (default: none, only the built-in workload)")
+	fl.Int64Var(&f.MaxOutputBytes, "max-output-bytes", 0, "largest output one job may leave for the store, in bytes; more fails it with output_too_large (default 4 GiB)")
 	fl.StringVar(&f.ObjectStore, "object-store", "", "s3://bucket?endpoint=...&region=..., gs://bucket or file:///path ($PWMESH_OBJECT_STORE)")
 	fl.StringVar(&f.ClusterKeyFile, "cluster-key", "", "file with the shared cluster secret ($PWMESH_CLUSTER_KEY)")
 	fl.StringVar(&f.BootstrapToken, "bootstrap-token", "", "admin API key on first bootstrap; generated into <data-dir>/bootstrap-token when empty ($PWMESH_BOOTSTRAP_TOKEN)")

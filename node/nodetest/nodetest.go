@@ -67,6 +67,8 @@ type Spec struct {
 	WorkloadImage string
 	// NoJobNetwork is the node's --no-job-network.
 	NoJobNetwork bool
+	// AllowedImages is the node's --allowed-images.
+	AllowedImages []string
 }
 
 func randomHex(n int) string {
@@ -178,6 +180,7 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	}
 	cfg.WorkloadImage = s.WorkloadImage
 	cfg.NoJobNetwork = s.NoJobNetwork
+	cfg.AllowedImages = s.AllowedImages
 	cfg.LeaseTTL = node.Duration(5 * time.Second)
 	cfg.FastTimings = true
 	if raceEnabled {

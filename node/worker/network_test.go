@@ -31,7 +31,7 @@ func (e *netExec) Run(ctx context.Context, t Task) error {
 func TestJobNetworkReachesTheExecutor(t *testing.T) {
 	t.Parallel()
 	exec := &netExec{grants: true, started: make(chan Task, 2)}
-	f := newFixtureWith(t, exec, 2)
+	f := newFixtureWith(t, exec, 2, func(c *Config) { c.Images.Allowed = []string{"job"} })
 	if !f.worker.GrantsNetwork() {
 		t.Fatal("GrantsNetwork is false for an executor that grants it")
 	}

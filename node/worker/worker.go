@@ -70,8 +70,13 @@ type Config struct {
 	// LeaseTTL is the scheduler's lease length; the lease is renewed every
 	// third of it (default 9 s).
 	LeaseTTL time.Duration
-	// MaxOutputBytes bounds what one job may write to output/ (default 4 GiB).
+	// MaxOutputBytes bounds what one job may leave in output/ and export/
+	// together, in bytes (default 4 GiB): more fails the job with
+	// "output_too_large" and nothing of it is stored.
 	MaxOutputBytes int64
+	// Images says which images jobs may name, by tier (zero value: only
+	// the built-in workload).
+	Images ImagePolicy
 	// FetchPatience is how long a job's input that no reachable node holds
 	// is waited for before the job fails (default 1 min).
 	FetchPatience time.Duration
@@ -383,6 +388,13 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 		}
 		return false
 	}
+	// The API refuses an image the job's tier may not run; this node
+	// checks again against its own list before anything is fetched.
+	if err := w.cfg.Images.Check(j.Priority, j.Image); err != nil {
+		fmt.Fprintf(logw, "error: %v\n", err)
+		w.finish(ctx, j, scheduler.StateFailed, nil, &scheduler.JobError{Code: "image_not_allowed", Message: err.Error()})
+		return
+	}
 	opKey, jerr := w.prepare(ctx, root, j)
 	if jerr != nil {
 		if stoppedFromOutside() {
@@ -639,16 +651,23 @@ type result struct {
 // collect packs output/ into a RunBundle and stores it with the side
 // outputs of export/.
 func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKey string, started, finished time.Time) (*result, *scheduler.JobError) {
-	files, err := readOutput(filepath.Join(root, OutputDir), w.cfg.MaxOutputBytes)
-	if err != nil {
+	// Outputs stream from disk into the store, never whole into memory;
+	// over the limit (side outputs included) nothing is stored.
+	files, mb, total, err := outputFiles(filepath.Join(root, OutputDir), w.cfg.MaxOutputBytes)
+	if err == nil && total+sideOutputBytes(filepath.Join(root, ExportDir)) > w.cfg.MaxOutputBytes {
+		err = fmt.Errorf("%w: the job wrote more than this node's limit of %d bytes (max_output_bytes)", errOutputTooLarge, w.cfg.MaxOutputBytes)
+	}
+	switch {
+	case errors.Is(err, errOutputTooLarge):
+		return nil, &scheduler.JobError{Code: "output_too_large", Message: err.Error()}
+	case err != nil:
 		return nil, &scheduler.JobError{Code: "invalid_output", Message: err.Error()}
 	}
 	var m bundle.Manifest
-	if b, ok := files[bundle.ManifestName]; ok {
-		if err := json.Unmarshal(b, &m); err != nil {
+	if mb != nil {
+		if err := json.Unmarshal(mb, &m); err != nil {
 			return nil, &scheduler.JobError{Code: "invalid_output", Message: "runbundle_manifest.json: " + err.Error()}
 		}
-		delete(files, bundle.ManifestName)
 	}
 	if m.SpecID == "" {
 		m.SpecID = j.Type
@@ -689,7 +708,7 @@ func (w *Worker) collect(ctx context.Context, root string, j scheduler.Job, opKe
 	pr, pw := io.Pipe()
 	written := make(chan writeResult, 1)
 	go func() {
-		wm, err := bundle.Write(pw, m, files)
+		wm, err := bundle.WriteFiles(pw, m, files)
 		pw.CloseWithError(err)
 		written <- writeResult{wm, err}
 	}()

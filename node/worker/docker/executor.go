@@ -78,6 +78,12 @@ type Config struct {
 	// paid tiers and only for jobs with an image) runs on the engine's
 	// default bridge network; every other container has no network at all.
 	NoNetwork bool
+	// FakeGPUs: the node's GPUs are simulated (--gpus fake:SPEC). A task
+	// with GPUs then gets the environment a real GPU task gets
+	// (NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES naming its GPUs)
+	// but no device request, which an engine without the NVIDIA
+	// Container Toolkit refuses and which would name no real device.
+	FakeGPUs bool
 	// Memory limits each container's memory in bytes, swap included
 	// (default 4 GiB).
 	Memory int64
@@ -407,8 +413,12 @@ func (e *Executor) containerConfig(t worker.Task, root, image, network string, b
 	var devices []deviceRequest
 	if len(t.GPUs) > 0 {
 		ids := append([]string(nil), t.GPUs...)
-		devices = []deviceRequest{{Driver: "nvidia", DeviceIDs: ids, Capabilities: [][]string{{"gpu"}}}}
-		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+		if !e.cfg.FakeGPUs {
+			devices = []deviceRequest{{Driver: "nvidia", DeviceIDs: ids, Capabilities: [][]string{{"gpu"}}}}
+		}
+		// The same names as the process executor gives its child: CUDA
+		// and the NVIDIA runtime both take UUIDs.
+		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(ids, ","), "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
 	} else {
 		// Where the engine's default runtime is NVIDIA's, an image's own
 		// NVIDIA_VISIBLE_DEVICES=all (every CUDA base image sets it)

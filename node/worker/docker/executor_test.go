@@ -183,6 +183,37 @@ func TestEngine(t *testing.T) {
 		}
 	})
 
+	t.Run("FakeGPUs", func(t *testing.T) {
+		t.Parallel()
+		// --gpus fake:...: a GPU task runs on an engine without the NVIDIA
+		// Container Toolkit (no device request) and sees its GPUs named
+		// as a real GPU task would.
+		e := newExec(t, Config{FakeGPUs: true})
+		uuids := []string{"GPU-fake-node-" + randID() + "-0", "GPU-fake-node-" + randID() + "-1"}
+		root := jobDir(t, map[string]any{"mode": "devices"})
+		var log syncBuffer
+		err := e.Run(t.Context(), worker.Task{JobID: "job-" + randID(), Root: root, Timeout: time.Minute, Log: &log, Image: image, GPUs: uuids})
+		assertNoContainers(t, e)
+		if err != nil {
+			t.Fatalf("a task with fake GPUs failed: %v\n%s", err, log.String())
+		}
+		r := result(t, root)
+		ids := strings.Join(uuids, ",")
+		want := []string{"CUDA_VISIBLE_DEVICES=" + ids, "NVIDIA_VISIBLE_DEVICES=" + ids}
+		got, _ := r["gpu_env"].([]any)
+		var env []string
+		for _, kv := range got {
+			env = append(env, kv.(string))
+		}
+		slices.Sort(env)
+		if !slices.Equal(env, want) {
+			t.Errorf("GPU environment %v, want %v", env, want)
+		}
+		if r["dev_nvidia"] != nil {
+			t.Errorf("a task with fake GPUs sees NVIDIA devices: %v", r["dev_nvidia"])
+		}
+	})
+
 	t.Run("ExitCode", func(t *testing.T) {
 		t.Parallel()
 		e := newExec(t, Config{})

@@ -24,19 +24,33 @@ import (
 func TestCreateRequest(t *testing.T) {
 	t.Parallel()
 	f := newFakeEngine(t)
-	e, err := New(Config{NodeID: "n1", Host: f.host(), Memory: 1 << 30, CPUs: 2, Pids: 100, TmpfsBytes: 8 << 20})
+	cfg := Config{NodeID: "n1", Host: f.host(), Memory: 1 << 30, CPUs: 2, Pids: 100, TmpfsBytes: 8 << 20}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.FakeGPUs = true
+	fake, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids := []string{"GPU-fake-n1-1", "GPU-fake-n1-3"}
 	for _, tc := range []struct {
 		name    string
+		e       *Executor
 		gpus    []string
 		devices []deviceRequest
-		env     string
+		env     []string
 	}{
-		{"no GPUs", nil, nil, "NVIDIA_VISIBLE_DEVICES=void"},
-		{"two GPUs", []string{"1", "3"}, []deviceRequest{{Driver: "nvidia", DeviceIDs: []string{"1", "3"}, Capabilities: [][]string{{"gpu"}}}}, "NVIDIA_VISIBLE_DEVICES=1,3"},
+		{"no GPUs", e, nil, nil, []string{"NVIDIA_VISIBLE_DEVICES=void"}},
+		{"two GPUs", e, []string{"1", "3"}, []deviceRequest{{Driver: "nvidia", DeviceIDs: []string{"1", "3"}, Capabilities: [][]string{{"gpu"}}}},
+			[]string{"NVIDIA_VISIBLE_DEVICES=1,3", "CUDA_VISIBLE_DEVICES=1,3"}},
+		// Simulated GPUs: the same environment, no device request.
+		{"two fake GPUs", fake, uuids, nil,
+			[]string{"NVIDIA_VISIBLE_DEVICES=GPU-fake-n1-1,GPU-fake-n1-3", "CUDA_VISIBLE_DEVICES=GPU-fake-n1-1,GPU-fake-n1-3"}},
+		{"no fake GPUs", fake, nil, nil, []string{"NVIDIA_VISIBLE_DEVICES=void"}},
 	} {
+		e := tc.e
 		f.reset()
 		root := jobDir(t, nil)
 		var log syncBuffer
@@ -57,8 +71,8 @@ func TestCreateRequest(t *testing.T) {
 				gpuEnv = append(gpuEnv, kv)
 			}
 		}
-		if !slices.Equal(gpuEnv, []string{tc.env}) {
-			t.Errorf("%s: GPU environment %v, want [%s]", tc.name, gpuEnv, tc.env)
+		if !slices.Equal(gpuEnv, tc.env) {
+			t.Errorf("%s: GPU environment %v, want %v", tc.name, gpuEnv, tc.env)
 		}
 		h := c.HostConfig
 		if c.Image != DefaultWorkloadImage || c.User != "65534:65534" || c.Labels[LabelNode] != "n1" || c.Labels[LabelJob] != "j1" ||
