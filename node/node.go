@@ -513,6 +513,7 @@ func (n *Node) Run(ctx context.Context) error {
 	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
 	bg.Go(func() { n.register(runCtx) })
 	bg.Go(func() { n.claimJobs(runCtx) })
+	bg.Go(func() { _ = n.api.Run(runCtx) }) // records key uses (TouchKeys)
 
 	var runErr error
 	select {

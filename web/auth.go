@@ -55,7 +55,10 @@ const maxSecretLen = 512
 var errUnauthorized = apiError(http.StatusUnauthorized, "unauthorized",
 	"a valid API key is required: Authorization: Bearer <key>")
 
-// authenticate finds the key named by the Authorization header.
+var errKeyExpired = apiError(http.StatusUnauthorized, "unauthorized", "this API key has expired: ask an admin for a new one")
+
+// authenticate finds the key named by the Authorization header and notes
+// its use; an expired key is refused.
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	h := r.Header.Get("Authorization")
 	scheme, secret, ok := strings.Cut(h, " ")
@@ -82,5 +85,11 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 			return nil, errUnauthorized
 		}
 	}
+	// Expiry is checked by this node's clock: the state only stores it.
+	now := s.now()
+	if k.Expired(now) {
+		return nil, errKeyExpired
+	}
+	s.uses.note(k.ID, now)
 	return &caller{key: k, secret: secret}, nil
 }

@@ -71,6 +71,11 @@ func classify(err error) *Error {
 			Message: fmt.Sprintf("request body exceeds %d bytes", tooLarge.Limit), Err: err}
 	case errors.Is(err, scheduler.ErrNotFound), errors.Is(err, cas.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "not found", Err: err}
+	case errors.Is(err, scheduler.ErrIdempotencyMismatch):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused",
+			Message: "this Idempotency-Key was used with a different request; use a new key for a new request", Err: err}
+	case errors.Is(err, scheduler.ErrForbidden):
+		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "this key may not make this change", Err: err}
 	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrStaleToken):
 		return &Error{Status: http.StatusConflict, Code: "conflict", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrInvalid):

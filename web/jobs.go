@@ -3,8 +3,10 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,7 +91,13 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, c *caller) (a
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.deps.Writer.Apply(r.Context(), &scheduler.SubmitJob{At: s.now(), Job: job, IdempotencyKey: idem})
+	cmd := &scheduler.SubmitJob{At: s.now(), Job: job, IdempotencyKey: idem}
+	if idem != "" {
+		if cmd.RequestHash, err = requestHash(job); err != nil {
+			return nil, err
+		}
+	}
+	v, err := s.deps.Writer.Apply(r.Context(), cmd)
 	if errors.Is(err, scheduler.ErrNotFound) {
 		return nil, &Error{Status: http.StatusNotFound, Code: "dataset_not_found",
 			Message: fmt.Sprintf("dataset %s not found", job.Dataset), Err: err}
@@ -105,6 +113,36 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, c *caller) (a
 		job = got
 	}
 	return jobView(job), nil
+}
+
+// requestHash is the hex SHA-256 of what a submission asks for, after
+// defaults and with params in a canonical form (keys sorted): two requests
+// that ask for the same job hash the same, whatever their JSON spelling.
+func requestHash(j scheduler.Job) (string, error) {
+	var params any
+	if len(j.Params) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(j.Params))
+		dec.UseNumber()
+		if err := dec.Decode(&params); err != nil {
+			return "", fmt.Errorf("web: canonical params: %w", err)
+		}
+	}
+	b, err := json.Marshal(struct {
+		Type      string              `json:"type"`
+		Dataset   string              `json:"dataset"`
+		Params    any                 `json:"params"`
+		Priority  string              `json:"priority"`
+		Resources scheduler.Resources `json:"resources"`
+		Timeout   scheduler.Duration  `json:"timeout"`
+		Image     string              `json:"image"`
+		Region    string              `json:"region"`
+		Network   string              `json:"network"`
+	}{j.Type, j.Dataset, params, j.Priority, j.Resources, j.Timeout, j.Image, j.Region, j.Network})
+	if err != nil {
+		return "", fmt.Errorf("web: canonical request: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // buildJob validates a request and turns it into the job to submit.

@@ -62,6 +62,8 @@ func (s *Server) routes() http.Handler {
 	api("GET /nodes", http.StatusOK, private, s.listNodes)
 	api("GET /usage", http.StatusOK, private, s.getUsage)
 	api("POST /keys", http.StatusCreated, private, s.createKey)
+	api("GET /keys", http.StatusOK, private, s.listKeys)
+	api("DELETE /keys/{id}", http.StatusNoContent, private, s.deleteKey)
 	api("POST /admin/tenants/{tenant}/rotate-key", http.StatusOK, private, s.rotateTenantKey)
 	api("POST /admin/rewrap-keys", http.StatusOK, private, s.rewrapKeys)
 

@@ -27,7 +27,7 @@ func TestUnmatchedRoutesAnswerJSON(t *testing.T) {
 	if r.header.Get("X-Pwmesh-Node") != "n1" {
 		t.Fatal("no node header")
 	}
-	wantError(t, e.do("GET", "/keys", e.admin, nil), http.StatusMethodNotAllowed, "method_not_allowed")
+	wantError(t, e.do("PUT", "/keys", e.admin, nil), http.StatusMethodNotAllowed, "method_not_allowed")
 }
 
 // failingWriter refuses every write with err.

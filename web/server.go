@@ -33,6 +33,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Timeouts bound connections (zero fields: their defaults).
 	Timeouts Timeouts
+	// KeyUseInterval is how often Run records the key uses this node saw
+	// in the replicated state (default 1m).
+	KeyUseInterval time.Duration
 	// Registry is the node's own Prometheus registry; the Server registers
 	// its metrics on it and serves it at GET /metrics. Required.
 	Registry *prometheus.Registry
@@ -42,6 +45,7 @@ type Config struct {
 const (
 	DefaultMaxJSONBytes   = 1 << 20
 	DefaultMaxUploadBytes = 1 << 30
+	DefaultKeyUseInterval = time.Minute
 )
 
 // State is the replicated state as the web layer reads it; *scheduler.FSM
@@ -50,6 +54,10 @@ type State interface {
 	Job(id string) (scheduler.Job, bool)
 	Jobs(q scheduler.JobFilter) ([]scheduler.Job, uint64)
 	Key(hash string) (scheduler.APIKey, bool)
+	// KeyByID looks a key up by its ID.
+	KeyByID(id string) (scheduler.APIKey, bool)
+	// Keys lists tenant's keys ("" for every tenant's).
+	Keys(tenant string) []scheduler.APIKey
 	Tenant(name string) (scheduler.Tenant, bool)
 	Dataset(id string) (scheduler.Dataset, bool)
 	Datasets(tenant string) []scheduler.Dataset
@@ -147,10 +155,12 @@ type Server struct {
 	deps    Deps
 	metrics *httpMetrics
 	handler http.Handler
+	uses    keyUses
 }
 
 // New validates cfg and deps, registers the metrics on cfg.Registry and
-// builds the route table. It starts nothing.
+// builds the route table. It starts nothing: the node serves Handler (or
+// NewHTTPServer) and runs Run.
 func New(cfg Config, deps Deps) (*Server, error) {
 	switch {
 	case cfg.Registry == nil:
@@ -167,6 +177,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	cfg.Timeouts = cfg.Timeouts.withDefaults()
+	if cfg.KeyUseInterval <= 0 {
+		cfg.KeyUseInterval = DefaultKeyUseInterval
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = utcClock{}
 	}
