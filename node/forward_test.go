@@ -237,6 +237,7 @@ func resultScenario(at time.Time) []step {
 		fixed(&scheduler.SetNodeState{At: at, ID: "n1", State: scheduler.NodeLeft}),
 		fixed(&scheduler.TouchKeys{At: at, Used: map[string]time.Time{"key_acme": exp}}),
 		fixed(&scheduler.RevokeKey{At: at, ID: "key_acme", Tenant: "acme"}),
+		fixed(&scheduler.PruneJobs{At: at, JobsBefore: at.Add(time.Second), IdempotencyBefore: at.Add(time.Second)}),
 	}
 }
 

@@ -36,6 +36,7 @@ const (
 	CmdUpdateGPUs       CommandType = 21
 	CmdRevokeKey        CommandType = 22
 	CmdTouchKeys        CommandType = 23
+	CmdPruneJobs        CommandType = 24
 )
 
 func (t CommandType) String() string {

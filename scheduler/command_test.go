@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ func allCommands() []Command {
 		&ForgetBlobs{At: t0, CIDs: []string{"c"}},
 		&PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 2, Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1, 2}}}},
 		&SetClusterConfig{At: t0, Config: ClusterConfig{Replicas: 3}},
+		&PruneJobs{At: t0, JobsBefore: t0.Add(-time.Hour), IdempotencyBefore: t0.Add(-time.Minute)},
 	}
 }
 
@@ -115,7 +117,7 @@ func TestRegistryCoversEveryCommand(t *testing.T) {
 	for _, ct := range []CommandType{CmdCreateKey, CmdRegisterDataset, CmdDeleteDataset, CmdSubmitJob, CmdAssignJob,
 		CmdRenewLease, CmdCompleteJob, CmdCancelJob, CmdRequeueJob, CmdRegisterNode, CmdSetNodeState, CmdPutOperator,
 		CmdAssignBatch, CmdBlobStored, CmdBlobDropped, CmdBlobMirrored, CmdExpireBundles, CmdForgetBlobs,
-		CmdPutTenantKeys, CmdSetClusterConfig, CmdUpdateGPUs, CmdRevokeKey, CmdTouchKeys} {
+		CmdPutTenantKeys, CmdSetClusterConfig, CmdUpdateGPUs, CmdRevokeKey, CmdTouchKeys, CmdPruneJobs} {
 		if _, ok := commands[ct]; !ok {
 			t.Errorf("command type %d is not registered", ct)
 		}
@@ -161,7 +163,7 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"empty", nil, ErrPayloadBytes},
 		{"type zero", []byte{0, '{', '}'}, ErrUnknownCmd},
-		{"type after last", []byte{byte(CmdTouchKeys) + 1, '{', '}'}, ErrUnknownCmd},
+		{"type after last", []byte{byte(slices.Max(CommandTypes())) + 1, '{', '}'}, ErrUnknownCmd},
 		{"type 255", []byte{255}, ErrUnknownCmd},
 		{"bad json", []byte{byte(CmdSubmitJob), '{'}, ErrPayloadBytes},
 		{"trailing data", []byte{byte(CmdCancelJob), '{', '}', 'x'}, ErrPayloadBytes},

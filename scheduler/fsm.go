@@ -336,6 +336,7 @@ const (
 	recBlob      byte = 8
 	recTombstone byte = 9
 	recConfig    byte = 10
+	recPruned    byte = 11 // prunedUsageRecord
 )
 
 type tombstoneRecord struct {
@@ -392,6 +393,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		add(recTombstone, tombstoneRecord{CID: k, At: f.s.tombstones[k]})
 	}
 	add(recConfig, f.s.config)
+	for _, r := range f.s.prunedUsageRecords() {
+		add(recPruned, r)
+	}
 	return &snapshot{recs: recs}, nil
 }
 
@@ -525,6 +529,12 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 		if err := json.Unmarshal(b, &s.config); err != nil {
 			return err
 		}
+	case recPruned:
+		var v prunedUsageRecord
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.prunedUsage[v.Tenant+"\x00"+v.Month] = v.GPUTime
 	default:
 		return fmt.Errorf("unknown record type %d", t)
 	}

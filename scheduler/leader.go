@@ -37,8 +37,14 @@ type LeaderConfig struct {
 	// of the nodes it was announced to before the leader assigns it itself
 	// (default 0: the leader assigns at once).
 	ClaimWindow time.Duration
-	Clock       Clock
-	Logger      *slog.Logger
+	// PruneEvery is how often the leader prunes finished jobs and
+	// idempotency records past their retention (default 1 min);
+	// JobRetention and IdempotencyRetention default to the package's.
+	PruneEvery           time.Duration
+	JobRetention         time.Duration
+	IdempotencyRetention time.Duration
+	Clock                Clock
+	Logger               *slog.Logger
 }
 
 // Leader runs the scheduler loop while this member leads: it expires
@@ -65,6 +71,15 @@ func NewLeader(cfg LeaderConfig, fsm *FSM, apply Applier) (*Leader, error) {
 	if cfg.TimeoutGrace <= 0 {
 		cfg.TimeoutGrace = cfg.LeaseTTL
 	}
+	if cfg.PruneEvery <= 0 {
+		cfg.PruneEvery = time.Minute
+	}
+	if cfg.JobRetention <= 0 {
+		cfg.JobRetention = JobRetention
+	}
+	if cfg.IdempotencyRetention <= 0 {
+		cfg.IdempotencyRetention = IdempotencyRetention
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock{}
 	}
@@ -78,10 +93,17 @@ func NewLeader(cfg LeaderConfig, fsm *FSM, apply Applier) (*Leader, error) {
 func (l *Leader) Run(ctx context.Context) error {
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		changed := l.fsm.Watch()
 		if err := l.Reconcile(ctx); err != nil && ctx.Err() == nil {
 			l.cfg.Logger.Warn("scheduler: reconcile", "err", err)
+		}
+		if now := l.cfg.Clock.Now(); pruned.IsZero() || now.Sub(pruned) >= l.cfg.PruneEvery {
+			pruned = now
+			if err := l.Prune(ctx); err != nil && ctx.Err() == nil {
+				l.cfg.Logger.Warn("scheduler: prune", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -204,4 +226,25 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Prune removes finished jobs and idempotency records past their retention
+// (PruneJobs), when there is any.
+func (l *Leader) Prune(ctx context.Context) error {
+	now := l.cfg.Clock.Now()
+	c := &PruneJobs{At: now, JobsBefore: now.Add(-l.cfg.JobRetention), IdempotencyBefore: now.Add(-l.cfg.IdempotencyRetention)}
+	if jobs, idem := l.fsm.PruneCandidates(c.JobsBefore, c.IdempotencyBefore); jobs+idem == 0 {
+		return nil
+	}
+	v, err := l.apply.Apply(ctx, c)
+	if err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil // pruned meanwhile
+		}
+		return err
+	}
+	if r, ok := v.(PruneResult); ok {
+		l.cfg.Logger.Info("scheduler: pruned finished jobs and idempotency records", "jobs", r.Jobs, "idempotency_records", r.Idempotency)
+	}
+	return nil
 }

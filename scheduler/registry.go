@@ -200,6 +200,7 @@ var commands = map[CommandType]*spec{
 		always().allows(allowAnyNode),
 	CmdExpireBundles: entry("expire_bundles", AuthLeader, func(s *state, _ uint64, c *ExpireBundles) (int, error) { return s.expireBundles(c) }).always(),
 	CmdForgetBlobs:   entry("forget_blobs", AuthLeader, func(s *state, _ uint64, c *ForgetBlobs) ([]string, error) { return s.forgetBlobs(c) }).always(),
+	CmdPruneJobs:     entry("prune_jobs", AuthLeader, func(s *state, _ uint64, c *PruneJobs) (PruneResult, error) { return s.pruneJobs(c) }).always(),
 	CmdSetClusterConfig: entry("set_cluster_config", AuthLeader, func(s *state, _ uint64, c *SetClusterConfig) (ClusterConfig, error) {
 		return s.setClusterConfig(c)
 	}),

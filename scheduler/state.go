@@ -29,6 +29,9 @@ type state struct {
 	blobs      map[string]*Blob
 	tombstones map[string]time.Time
 	config     ClusterConfig
+	// prunedUsage totals the GPU time of pruned jobs by tenant and month
+	// (usageKey).
+	prunedUsage map[string]time.Duration
 }
 
 func newState() *state {
@@ -43,6 +46,8 @@ func newState() *state {
 		idem:       map[string]idemEntry{},
 		blobs:      map[string]*Blob{},
 		tombstones: map[string]time.Time{},
+
+		prunedUsage: map[string]time.Duration{},
 	}
 }
 
