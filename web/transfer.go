@@ -187,7 +187,9 @@ const maxDrainBytes = 32 << 20
 // A client that waits for "100 Continue" has sent nothing and is answered
 // at once.
 func (s *Server) drain(w http.ResponseWriter, r *http.Request, b *trackedBody) {
-	if b == nil || b.atEOF || r.ContentLength == 0 {
+	// HTTP/2 ends a stream's unread body on its own; "Connection: close"
+	// there would end every stream of the connection.
+	if b == nil || b.atEOF || r.ContentLength == 0 || r.ProtoMajor != 1 {
 		return
 	}
 	w.Header().Set("Connection", "close")
