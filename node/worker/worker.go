@@ -829,6 +829,11 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *re
 			w.cfg.Logger.Warn("job result not yet durable; copying again", "job_id", j.ID, "err", err)
 			kctx, cancel := context.WithTimeout(ctx, w.cfg.LeaseTTL)
 			_ = w.cfg.Storage.Keep(kctx, res.stored, scheduler.BlobBundle)
+			if res.dataset != nil { // the output dataset is held to the same rule
+				if c, err := cas.ParseCID(res.dataset.Stored()); err == nil {
+					_ = w.cfg.Storage.Keep(kctx, cas.Ref{CID: c, Size: res.dataset.StoredBytes()}, scheduler.BlobDataset)
+				}
+			}
 			cancel()
 		}
 		select {
