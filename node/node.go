@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -179,6 +178,7 @@ func New(cfg Config) (*Node, error) {
 		Cluster:        n,
 		Logs:           n,
 		ValidateParams: validateParams,
+		JobTypes:       jobTypes(),
 		ValidateImage:  images.Check,
 		NewID:          newID,
 	})
@@ -707,13 +707,10 @@ func (n *Node) bootstrapAdmin(ctx context.Context) {
 		token, n.tokenFile = t, path
 	}
 	k := scheduler.APIKey{Hash: web.HashKey(token), Prefix: prefix(token), Tenant: AdminTenant, Tier: scheduler.PriorityPaid, Admin: true}
-	create := &scheduler.CreateKey{At: n.cfg.Clock.Now(), Key: k}
-	v, err := n.raft.Apply(ctx, create)
-	if err != nil {
+	if _, err := n.raft.Apply(ctx, &scheduler.CreateKey{At: n.cfg.Clock.Now(), Key: k}); err != nil {
 		n.log.Error("bootstrap admin key", "err", err)
 		return
 	}
-	audit(n.log, create, v, "bootstrap token")
 	if n.tokenFile != "" {
 		n.log.Info("admin API key created from the bootstrap token", "token_file", n.tokenFile)
 	} else {
@@ -805,16 +802,6 @@ func randHex(n int) string {
 
 // newID returns prefix + 20 random hex characters.
 func newID(prefix string) string { return prefix + randHex(10) }
-
-// validateParams checks a job request's type and params for the built-in
-// workload.
-func validateParams(jobType string, params json.RawMessage) error {
-	if !workload.ValidType(jobType) {
-		return fmt.Errorf("%w %q: want calibrate, reconstruct, calibrate_and_reconstruct or generate_dataset", web.ErrUnknownJobType, jobType)
-	}
-	_, err := workload.ParseParams(jobType, params)
-	return err
-}
 
 // writeFileSync writes a file so that it survives a power loss whole or not
 // at all: a synced temporary file renamed over it, then the folder synced.

@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 
@@ -22,23 +25,27 @@ import (
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
-// Job types of CONTRACT.md §3.
-const (
-	TypeCalibrate               = "calibrate"
-	TypeReconstruct             = "reconstruct"
-	TypeCalibrateAndReconstruct = "calibrate_and_reconstruct"
-	TypeGenerateDataset         = "generate_dataset"
-	// TypeGPUSelfTest (an extension) checks a GPU with a timed matrix
-	// product; it needs a GPU and no dataset.
-	TypeGPUSelfTest = "gpu_selftest"
-)
+// JobType is what the API checks of a job type before it queues a job of
+// it; node fills Deps.JobTypes from the workload's registry, so that the
+// API lists no job types of its own.
+type JobType struct {
+	// NeedsDataset: a job without a dataset is refused (400
+	// dataset_required).
+	NeedsDataset bool
+	// NeedsGPU: a job must ask for resources.gpus of at least 1 and name
+	// no dataset (400 invalid_resources).
+	NeedsGPU bool
+}
 
-func validType(t string) bool {
-	switch t {
-	case TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct, TypeGenerateDataset, TypeGPUSelfTest:
-		return true
-	}
-	return false
+// jobType returns the rules of a job type and whether Deps.JobTypes has it.
+func (s *Server) jobType(name string) (JobType, bool) {
+	jt, ok := s.deps.JobTypes[name]
+	return jt, ok
+}
+
+// jobTypeNames lists the known job types for messages.
+func (s *Server) jobTypeNames() string {
+	return strings.Join(slices.Sorted(maps.Keys(s.deps.JobTypes)), ", ")
 }
 
 // Bounds of a job request.
@@ -147,9 +154,9 @@ func requestHash(j scheduler.Job) (string, error) {
 
 // buildJob validates a request and turns it into the job to submit.
 func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
-	if !validType(req.Type) {
-		return scheduler.Job{}, badRequest("unknown_job_type",
-			"type %q is not one of calibrate, reconstruct, calibrate_and_reconstruct, generate_dataset, gpu_selftest", req.Type)
+	jt, ok := s.jobType(req.Type)
+	if !ok {
+		return scheduler.Job{}, badRequest("unknown_job_type", "type %q is not one of %s", req.Type, s.jobTypeNames())
 	}
 	params := req.Params
 	if t := bytes.TrimSpace(params); len(t) == 0 || bytes.Equal(t, []byte("null")) {
@@ -166,11 +173,11 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 			return scheduler.Job{}, &Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 		}
 	}
-	if req.Dataset == "" && req.Type != TypeGenerateDataset && req.Type != TypeGPUSelfTest {
+	if req.Dataset == "" && jt.NeedsDataset {
 		return scheduler.Job{}, badRequest("dataset_required", "a %s job needs a dataset", req.Type)
 	}
-	if req.Type == TypeGPUSelfTest && (req.Resources.GPUs < 1 || req.Dataset != "") {
-		return scheduler.Job{}, badRequest("invalid_resources", "a gpu_selftest job needs resources.gpus of at least 1 and no dataset")
+	if jt.NeedsGPU && (req.Resources.GPUs < 1 || req.Dataset != "") {
+		return scheduler.Job{}, badRequest("invalid_resources", "a %s job needs resources.gpus of at least 1 and no dataset", req.Type)
 	}
 	if req.Dataset != "" {
 		d, ok := s.deps.State.Dataset(req.Dataset)
@@ -357,7 +364,7 @@ func (s *Server) listJobs(_ http.ResponseWriter, r *http.Request, c *caller) (an
 	if f.State != "" && !scheduler.ValidState(f.State) {
 		return nil, badRequest("invalid_state", "state %q is not one of queued, running, succeeded, failed, cancelled, timed_out", f.State)
 	}
-	if f.Type != "" && !validType(f.Type) {
+	if _, ok := s.jobType(f.Type); f.Type != "" && !ok {
 		return nil, badRequest("unknown_job_type", "type %q is not a job type", f.Type)
 	}
 	if v := q.Get("limit"); v != "" {

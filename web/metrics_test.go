@@ -46,7 +46,7 @@ func TestMetrics(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	deps := web.Deps{State: e.fsm, Writer: e.raft, Store: e.store, Datasets: plainDatasets{e}, Cluster: e.cluster}
+	deps := web.Deps{State: e.fsm, Writer: e.raft, Store: e.store, Datasets: plainDatasets{e}, Cluster: e.cluster, JobTypes: testJobTypes}
 	if _, err := web.New(web.Config{Registry: e.reg}, deps); err == nil {
 		t.Fatal("second registration accepted")
 	}

@@ -140,6 +140,9 @@ type Deps struct {
 	// JSON object. An error wrapping ErrUnknownJobType answers 400
 	// "unknown_job_type", any other 400 "invalid_params" with its text.
 	ValidateParams func(jobType string, params json.RawMessage) error
+	// JobTypes are the job types this node runs, by name (node: from the
+	// workload registry); a type not in it answers 400 unknown_job_type.
+	JobTypes map[string]JobType
 	// ValidateImage checks that a job of the given priority may name
 	// image (asked only of jobs that name one); an error answers 403
 	// "image_not_allowed" with its text. nil accepts any image.

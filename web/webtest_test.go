@@ -78,7 +78,7 @@ func newEnv(t testing.TB, opts ...option) *env {
 		reg:     prometheus.NewRegistry(),
 	}
 	cfg := web.Config{NodeID: "n1", Clock: e.clock, Registry: e.reg}
-	deps := web.Deps{State: fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: e.cluster, Logs: e.logs}
+	deps := web.Deps{State: fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: e.cluster, Logs: e.logs, JobTypes: testJobTypes}
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web/client"
 )
@@ -47,7 +48,8 @@ func (a *app) jobSubmitCmd() *cobra.Command {
 		Short: "Submit a job and print its id",
 		Long: "Submit a job. --param values are JSON when they parse as JSON (size=32 is a\n" +
 			"number, flag=true a boolean) and strings otherwise (severity=mild);\n" +
-			"--param overrides the same key of --params-json.",
+			"--param overrides the same key of --params-json. The params are checked here\n" +
+			"as the node checks them (WORKLOAD.md has their meaning).\n\nJob types:\n" + jobTypesHelp(),
 		Example: "  pwmesh job submit --type reconstruct --dataset ds-1 --param size=32 --gpus 1 --wait",
 		Args:    args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -56,6 +58,9 @@ func (a *app) jobSubmitCmd() *cobra.Command {
 				return err
 			}
 			req.Params = p
+			if err := checkJobType(req, p); err != nil {
+				return err
+			}
 			if req.Priority != "" && scheduler.PriorityRank(req.Priority) < 0 {
 				return usagef("--priority %q: want free, paid or sprint", req.Priority)
 			}
@@ -95,8 +100,8 @@ func (a *app) jobSubmitCmd() *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&req.Type, "type", "", "job type: calibrate, reconstruct, calibrate_and_reconstruct or generate_dataset (required)")
-	f.StringVar(&req.Dataset, "dataset", "", "dataset id (required except for generate_dataset)")
+	f.StringVar(&req.Type, "type", "", "job type: "+strings.Join(workload.Names(), ", ")+" (required)")
+	f.StringVar(&req.Dataset, "dataset", "", "dataset id (required by the types that read one)")
 	f.StringArrayVar(&params, "param", nil, "workload parameter KEY=VALUE (repeatable)")
 	f.StringVar(&paramsJSON, "params-json", "", "workload parameters as a JSON object")
 	f.StringVar(&req.Priority, "priority", "", "free, paid or sprint (default: the key's tier)")
@@ -112,6 +117,44 @@ func (a *app) jobSubmitCmd() *cobra.Command {
 	pollFlag(c, &poll)
 	_ = c.MarkFlagRequired("type")
 	return c
+}
+
+// jobTypesHelp lists the workload registry's job types with their params.
+func jobTypesHelp() string {
+	var b strings.Builder
+	for _, s := range workload.Types() {
+		needs := ""
+		switch {
+		case s.NeedsDataset:
+			needs = "; needs --dataset"
+		case s.NeedsGPU:
+			needs = "; needs --gpus 1 or more"
+		}
+		fmt.Fprintf(&b, "  %s: %s\n      params: %s%s\n", s.Name, s.Summary, strings.Join(s.Params, ", "), needs)
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// checkJobType refuses, before any request, a job the node would refuse
+// for its type: an unknown type, params that do not parse or apply, a
+// missing dataset or GPU. The rules are the workload registry's, as on the
+// node.
+func checkJobType(req scheduler.JobRequest, params json.RawMessage) error {
+	s, ok := workload.Lookup(req.Type)
+	if !ok {
+		return usagef("--type %q: want one of %s", req.Type, strings.Join(workload.Names(), ", "))
+	}
+	if _, err := workload.ParseParams(req.Type, params); err != nil {
+		msg := strings.TrimSuffix(strings.TrimPrefix(err.Error(), "workload: "), ": "+workload.ErrInvalidParams.Error())
+		return usagef("%s job params: %s", req.Type, msg)
+	}
+	if s.NeedsDataset && req.Dataset == "" {
+		return usagef("a %s job needs --dataset ID (see pwmesh dataset list)", req.Type)
+	}
+	if s.NeedsGPU && (req.Resources.GPUs < 1 || req.Dataset != "") {
+		return usagef("a %s job needs --gpus 1 or more and no --dataset", req.Type)
+	}
+	return nil
 }
 
 // buildParams merges --params-json and the --param flags into one JSON

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -35,10 +36,9 @@ func TestJobSubmitParams(t *testing.T) {
 		},
 	})
 	r := cli(t, addr, nil, "job", "submit",
-		"--type", "reconstruct", "--dataset", "ds-1",
-		"--params-json", `{"size": 1, "keep": true}`,
-		"--param", "size=32", "--param", "severity=mild", "--param", "scale=0.5",
-		"--param", "mask=[1,2]", "--param", "note=a=b", "--param", "empty=",
+		"--type", "generate_dataset", "--dataset", "ds-1",
+		"--params-json", `{"size": 1, "noise": 0.1}`,
+		"--param", "size=32", "--param", "severity=mild", "--param", "sampling=0.5", "--param", "seed=7",
 		"--priority", "paid", "--gpus", "1", "--gpu-model", "A100", "--gpu-memory-mb", "40000",
 		"--timeout", "30m", "--image", "img:1", "--region", "eu", "--network", "bridge", "--idempotency-key", "k-1")
 	r.wantCode(t, 0)
@@ -51,14 +51,11 @@ func TestJobSubmitParams(t *testing.T) {
 	if err := json.Unmarshal(got.Params, &params); err != nil {
 		t.Fatalf("params %s: %v", got.Params, err)
 	}
-	want := map[string]any{
-		"size": 32.0, "severity": "mild", "scale": 0.5, "keep": true,
-		"mask": []any{1.0, 2.0}, "note": "a=b", "empty": "",
-	}
+	want := map[string]any{"size": 32.0, "severity": "mild", "sampling": 0.5, "noise": 0.1, "seed": 7.0}
 	if fmt.Sprint(params) != fmt.Sprint(want) {
 		t.Errorf("params = %v, want %v", params, want)
 	}
-	if got.Type != "reconstruct" || got.Dataset != "ds-1" || got.Priority != "paid" || got.Timeout != "30m" ||
+	if got.Type != "generate_dataset" || got.Dataset != "ds-1" || got.Priority != "paid" || got.Timeout != "30m" ||
 		got.Image != "img:1" || got.Region != "eu" || got.Network != "bridge" ||
 		got.Resources != (scheduler.Resources{GPUs: 1, GPUModel: "A100", GPUMemoryMB: 40000}) {
 		t.Errorf("request = %+v", got)
@@ -88,7 +85,7 @@ func TestJobSubmitJSONAndError(t *testing.T) {
 		t.Errorf("--json output %q: %+v, %v", r.stdout, j, err)
 	}
 
-	r = cli(t, addr, nil, "job", "submit", "--type", "calibrate", "--priority", "sprint")
+	r = cli(t, addr, nil, "job", "submit", "--type", "calibrate", "--dataset", "ds-1", "--priority", "sprint")
 	r.wantCode(t, 1)
 	if r.stderr != "pwmesh: 403 priority_not_allowed: a free key may not ask for sprint\n" {
 		t.Errorf("stderr = %q", r.stderr)
@@ -321,5 +318,62 @@ func TestJobBundleNotSucceeded(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 0 {
 		t.Errorf("files left behind: %v", entries)
+	}
+}
+
+// TestBuildParams: --param values are JSON when they parse, else strings.
+func TestBuildParams(t *testing.T) {
+	t.Parallel()
+	b, err := buildParams(`{"size": 1, "keep": true}`, []string{"size=32", "severity=mild", "mask=[1,2]", "note=a=b", "empty="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"size": 32.0, "severity": "mild", "keep": true, "mask": []any{1.0, 2.0}, "note": "a=b", "empty": ""}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("params = %v, want %v", got, want)
+	}
+}
+
+// TestJobSubmitChecksTheRegistry: every registered type is offered in the
+// help, and a job its Spec refuses fails before any request, with exit 2.
+func TestJobSubmitChecksTheRegistry(t *testing.T) {
+	t.Parallel()
+	addr := closedAddr(t) // nothing may be sent
+	help := cli(t, addr, nil, "job", "submit", "--help")
+	help.wantCode(t, 0)
+	for _, s := range workload.Types() {
+		if !strings.Contains(help.stdout, "  "+s.Name+": "+s.Summary) {
+			t.Errorf("help does not describe %s:\n%s", s.Name, help.stdout)
+		}
+		// Its defaults pass the local check: the request goes out (and is refused by the closed port).
+		args := []string{"job", "submit", "--type", s.Name}
+		if s.NeedsDataset {
+			args = append(args, "--dataset", "ds-1")
+		}
+		if s.NeedsGPU {
+			args = append(args, "--gpus", "1")
+		}
+		if r := cli(t, addr, nil, args...); r.code != 1 || !strings.Contains(r.stderr, "connection refused") {
+			t.Errorf("%s with defaults: exit %d\n%s", s.Name, r.code, r.stderr)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--type", "train"}, `--type "train": want one of generate_dataset, calibrate`},
+		{[]string{"--type", "generate_dataset", "--param", "size=4"}, "generate_dataset job params: size must be between 8 and 256"},
+		{[]string{"--type", "calibrate", "--dataset", "ds-1", "--param", "size=32"}, `parameter "size" does not apply to calibrate jobs`},
+		{[]string{"--type", "calibrate"}, "a calibrate job needs --dataset ID"},
+		{[]string{"--type", "gpu_selftest"}, "a gpu_selftest job needs --gpus 1 or more"},
+	} {
+		r := cli(t, addr, nil, append([]string{"job", "submit"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%q: exit %d, want 2 saying %q\n%s", tc.args, r.code, tc.want, r.stderr)
+		}
 	}
 }

@@ -51,7 +51,7 @@ func runChild(ctx context.Context, root string, log io.Writer) error {
 		return err
 	}
 	req := workload.Request{Type: spec.Type, Params: p, Log: log}
-	if spec.Type != workload.TypeGenerateDataset && spec.Type != workload.TypeGPUSelfTest {
+	if t, _ := workload.Lookup(spec.Type); t.NeedsDataset { // ParseParams refused unknown types
 		req.Dataset, err = os.ReadFile(filepath.Join(root, InputDir, DatasetFile))
 		if err != nil {
 			return fmt.Errorf("%w: read dataset: %v", workload.ErrInvalidParams, err)

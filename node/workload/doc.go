@@ -2,8 +2,10 @@
 // single-pixel camera with detector gain/bias mismatch, in pure Go, so that the
 // mesh does real work on any machine without PWM's CUDA image.
 //
-// It owns the four job types (generate_dataset, calibrate, reconstruct,
-// calibrate_and_reconstruct), the validation of their params and datasets
+// It owns the job types, one registry entry each (registry.go: params,
+// dataset and GPU needs, run function) that the API, the worker and the CLI
+// read: generate_dataset, calibrate, reconstruct, calibrate_and_reconstruct
+// and gpu_selftest; the validation of their params and datasets
 // (every request error wraps ErrInvalidParams), the compiled operator A and
 // its Lipschitz constant with their cache key and binary form, and the maths:
 // the phantom, the measurement model y = g·(A x) + b + n, least-squares

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 )
 
 // Version is part of the compiled-operator cache key; bump it when the
@@ -30,12 +29,6 @@ const (
 	// checks the result: a burn-in and health check for GPU nodes.
 	TypeGPUSelfTest = "gpu_selftest"
 )
-
-// ValidType reports whether t is one of the four job types.
-func ValidType(t string) bool {
-	_, ok := applicable[t]
-	return ok
-}
 
 // Parameter bounds.
 const (
@@ -98,24 +91,23 @@ func SeverityTheta(s string) (gain, bias float64, ok bool) {
 	return t[0], t[1], ok
 }
 
-// applicable lists, per job type, the params keys it accepts.
-var applicable = map[string][]string{
-	TypeGenerateDataset:         {"size", "sampling", "seed", "operator_seed", "severity", "gain", "bias", "noise"},
-	TypeCalibrate:               {"seed"},
-	TypeReconstruct:             {"iterations", "lambda", "gain", "bias"},
-	TypeCalibrateAndReconstruct: {"seed", "iterations", "lambda"},
-	TypeGPUSelfTest:             {"matrix", "repeats"},
-}
-
+// allKeys are the params keys of every job type.
 var allKeys = func() map[string]bool {
 	m := map[string]bool{}
-	for _, ks := range applicable {
-		for _, k := range ks {
+	for _, s := range registry {
+		for _, k := range s.Params {
 			m[k] = true
 		}
 	}
 	return m
 }()
+
+// applicable returns the params keys jobType accepts (none for an
+// unknown type).
+func applicable(jobType string) []string {
+	s, _ := Lookup(jobType)
+	return s.Params
+}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, ErrInvalidParams)...)
@@ -124,7 +116,7 @@ func invalid(format string, args ...any) error {
 // DefaultParams returns the defaults of the params that apply to jobType.
 func DefaultParams(jobType string) Params {
 	var p Params
-	for _, k := range applicable[jobType] {
+	for _, k := range applicable(jobType) {
 		switch k {
 		case "size":
 			p.Size = DefaultSize
@@ -155,7 +147,7 @@ func DefaultParams(jobType string) Params {
 // gain or bias given alone leaves the other nominal (1 or 0).
 func ParseParams(jobType string, raw json.RawMessage) (Params, error) {
 	if !ValidType(jobType) {
-		return Params{}, invalid("unknown job type %q (want one of %s)", jobType, strings.Join(types(), ", "))
+		return Params{}, invalid("unknown job type %q (want %s)", jobType, namesText())
 	}
 	p := DefaultParams(jobType)
 	raw = bytes.TrimSpace(raw)
@@ -175,7 +167,7 @@ func ParseParams(jobType string, raw json.RawMessage) (Params, error) {
 		if !allKeys[k] {
 			return Params{}, invalid("unknown parameter %q", k)
 		}
-		if !slices.Contains(applicable[jobType], k) {
+		if !slices.Contains(applicable(jobType), k) {
 			return Params{}, invalid("parameter %q does not apply to %s jobs", k, jobType)
 		}
 		v := m[k]
@@ -239,10 +231,6 @@ func ParseParams(jobType string, raw json.RawMessage) (Params, error) {
 	return p, nil
 }
 
-func types() []string {
-	return []string{TypeGenerateDataset, TypeCalibrate, TypeReconstruct, TypeCalibrateAndReconstruct, TypeGPUSelfTest}
-}
-
 // number returns a bare JSON number (not a quoted one, not null).
 func number(v json.RawMessage) (json.Number, bool) {
 	v = bytes.TrimSpace(v)
@@ -288,9 +276,9 @@ func floatValue(k string, v json.RawMessage) (float64, error) {
 // it, so Params built by hand are held to the same rules as parsed ones.
 func (p Params) Validate(jobType string) error {
 	if !ValidType(jobType) {
-		return invalid("unknown job type %q (want one of %s)", jobType, strings.Join(types(), ", "))
+		return invalid("unknown job type %q (want %s)", jobType, namesText())
 	}
-	for _, k := range applicable[jobType] {
+	for _, k := range applicable(jobType) {
 		switch k {
 		case "size":
 			if p.Size < minSize || p.Size > maxSize {

@@ -52,30 +52,17 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 	if err := req.Params.Validate(req.Type); err != nil {
 		return nil, err
 	}
+	spec, _ := Lookup(req.Type) // Validate refused unknown types
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	j := &job{ctx: ctx, req: req, p: req.Params, res: &Result{
 		Metrics:   map[string]any{},
 		Artifacts: map[string][]byte{},
-		SpecID:    "spc_gain_bias_" + req.Type,
+		SpecID:    spec.SpecID,
 		Seeds:     map[string]int64{},
 	}}
-	var err error
-	switch req.Type {
-	case TypeGenerateDataset:
-		err = j.generate()
-	case TypeCalibrate:
-		err = j.calibrate()
-	case TypeReconstruct:
-		err = j.reconstruct()
-	case TypeCalibrateAndReconstruct:
-		err = j.calibrateAndReconstruct()
-	case TypeGPUSelfTest:
-		j.res.SpecID = "gpu_selftest_matmul"
-		err = j.gpuSelfTest()
-	}
-	if err != nil {
+	if err := spec.run(j); err != nil {
 		return nil, err
 	}
 	j.res.Metrics["runtime_s"] = time.Since(start).Seconds()
