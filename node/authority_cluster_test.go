@@ -3,9 +3,11 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node"
 	"github.com/pwmesh/pwmesh/node/nodetest"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -26,10 +28,15 @@ type forgedReply struct {
 	} `json:"error"`
 }
 
-// sendApply sends c from n's libp2p host to the leader's apply protocol,
+// peerCaller is a libp2p host that calls a peer's protocol (*mesh.Mesh).
+type peerCaller interface {
+	Call(ctx context.Context, peerID, protocol string, req []byte) ([]byte, error)
+}
+
+// sendApply sends c from a libp2p host to the leader's apply protocol,
 // with caller as the API key secret ("" for none), and returns the kind of
 // error the leader answered ("" for success).
-func sendApply(t *testing.T, from, leader *nodetest.Node, c scheduler.Command, caller string) string {
+func sendApply(t *testing.T, from peerCaller, leader *nodetest.Node, c scheduler.Command, caller string) string {
 	t.Helper()
 	b, err := scheduler.Encode(c)
 	if err != nil {
@@ -38,7 +45,7 @@ func sendApply(t *testing.T, from, leader *nodetest.Node, c scheduler.Command, c
 	req, _ := json.Marshal(forged{Command: b, Caller: caller})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := from.Mesh().Call(ctx, leader.Mesh().PeerID(), node.ApplyProtocol, req)
+	resp, err := from.Call(ctx, leader.Mesh().PeerID(), node.ApplyProtocol, req)
 	if err != nil {
 		t.Fatalf("%s: call: %v", c.Type(), err)
 	}
@@ -122,8 +129,20 @@ func TestPeerWithTheClusterKeyCannotTakeOver(t *testing.T) {
 		}
 	}
 	for _, a := range attacks {
-		if kind := sendApply(t, attacker, leader, a, ""); kind != "forbidden" {
+		if kind := sendApply(t, attacker.Mesh(), leader, a, ""); kind != "forbidden" {
 			t.Errorf("%s from a worker: answered %q, want forbidden", a.Type(), kind)
+		}
+	}
+	// A bare libp2p host with the cluster key, that never registered as a
+	// node, gets the same answers, and cannot even say it stored a copy.
+	intruder := intruderHost(t, c)
+	if err := intruder.AddPeer(leader.Mesh().PeerID(), leader.Mesh().P2PAddrs()); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range append(attacks, &scheduler.BlobStored{At: now, CID: "x", Size: 1, Kind: scheduler.BlobBundle, Node: "intruder"},
+		&scheduler.TouchKeys{At: now, Used: map[string]time.Time{"key_x": now}}) {
+		if kind := sendApply(t, intruder, leader, a, ""); kind != "forbidden" {
+			t.Errorf("%s from a bare host: answered %q, want forbidden", a.Type(), kind)
 		}
 	}
 	// A forged API key is refused whatever it asks; so is one for
@@ -132,7 +151,7 @@ func TestPeerWithTheClusterKeyCannotTakeOver(t *testing.T) {
 		&scheduler.CreateKey{At: now, Key: scheduler.APIKey{ID: "key_evil2", Hash: "evil2", Tenant: "evil", Tier: "paid"}},
 		&scheduler.CancelJob{At: now, Tenant: node.AdminTenant, JobID: "job-victim"},
 	} {
-		if kind := sendApply(t, attacker, leader, a, "pwm_not_a_real_key"); kind != "forbidden" {
+		if kind := sendApply(t, attacker.Mesh(), leader, a, "pwm_not_a_real_key"); kind != "forbidden" {
 			t.Errorf("%s with a forged key: answered %q, want forbidden", a.Type(), kind)
 		}
 	}
@@ -160,10 +179,38 @@ func TestPeerWithTheClusterKeyCannotTakeOver(t *testing.T) {
 	// The admin's real key, forwarded by the same peer, is taken: the
 	// refusals above were about authority, not the path.
 	ok := &scheduler.CreateKey{At: now, Key: scheduler.APIKey{ID: "key_ci", Hash: "hash-ci", Tenant: "acme", Tier: "free"}}
-	if kind := sendApply(t, attacker, leader, ok, nodetest.AdminToken); kind != "" {
+	if kind := sendApply(t, attacker.Mesh(), leader, ok, nodetest.AdminToken); kind != "" {
 		t.Fatalf("admin key forwarded: answered %q", kind)
 	}
 	if _, ok := leader.State().KeyByID("key_ci"); !ok {
 		t.Fatal("the admin's forwarded key creation was not applied")
 	}
+}
+
+// intruderHost starts a libp2p host holding c's cluster key that is no
+// node of the mesh.
+func intruderHost(t *testing.T, c *nodetest.Cluster) *mesh.Mesh {
+	t.Helper()
+	raw, err := os.ReadFile(c.ClusterKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := mesh.ParseClusterKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mesh.New(mesh.Config{DataDir: t.TempDir(), NodeID: "intruder", Bind: "127.0.0.1", ClusterKey: key,
+		NodeMeta: func() mesh.NodeMeta { return mesh.NodeMeta{} }, Timings: mesh.Fast()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = m.Close()
+	})
+	return m
 }

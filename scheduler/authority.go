@@ -169,16 +169,27 @@ func allowAnyNode(s *state, _ Command, p principal) error {
 }
 
 // allowRegister: a node registers itself, naming its own peer ID, and may
-// not take over a node ID another peer registered. A node registered
-// before peer IDs were recorded is bound to the first peer that registers
-// it again (every node re-registers when it starts).
+// not take over a node ID another peer registered while that node is
+// ready or holds a lease (a node whose identity key was lost may register
+// again from a new one once the leader marked it down or it left). A node
+// registered before peer IDs were recorded is bound to the first peer
+// that registers it again (every node re-registers when it starts).
 func allowRegister(s *state, c Command, p principal) error {
 	n := c.(*RegisterNode).Node
 	if n.PeerID == "" || n.PeerID != p.peer {
 		return forbidden("a node registers only itself, from its own peer ID")
 	}
-	if old, ok := s.nodes[n.ID]; ok && old.PeerID != "" && old.PeerID != p.peer {
+	old, ok := s.nodes[n.ID]
+	if !ok || old.PeerID == "" || old.PeerID == p.peer {
+		return nil
+	}
+	if old.State == NodeReady {
 		return forbidden("node %s is registered from another peer", n.ID)
+	}
+	for _, j := range s.jobs {
+		if j.State == StateRunning && j.Lease != nil && j.Lease.Node == n.ID {
+			return forbidden("node %s, registered from another peer, still holds job %s", n.ID, j.ID)
+		}
 	}
 	return nil
 }

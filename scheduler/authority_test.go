@@ -9,7 +9,8 @@ import (
 
 // authFixture: keys of an admin, of tenant acme (paid) and of tenant
 // freeco (free, expiring at t0+1h); nodes n1 (peer p1) and n2 (peer p2);
-// job j1 of acme running on n1, with its token.
+// job j1 of acme running on n1, with its token; down nodes n-down and
+// n-down-busy (which still holds job j-busy).
 func authFixture(t *testing.T) (*harness, uint64) {
 	h := newHarness(t)
 	h.base() // acme (hash-acme), other (hash-other), n1, ds1
@@ -25,7 +26,17 @@ func authFixture(t *testing.T) (*harness, uint64) {
 	n2.Node.PeerID = "p2"
 	h.must(n2)
 	h.must(&PutTenantKeys{At: t0, Tenant: "acme", Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1}}}})
-	return h, h.running("j1", 0)
+	tok := h.running("j1", 0)
+	// n-down is down; n-down-busy is down and still holds a job.
+	for _, id := range []string{"n-down", "n-down-busy"} {
+		h.must(nodeCmd2(id, "p-"+id))
+	}
+	h.must(submitCmd("j-busy", "acme", PriorityPaid, "", 0))
+	h.must(&AssignJob{At: t0, JobID: "j-busy", Node: "n-down-busy", Incarnation: "i-n-down-busy", ExpiresAt: t0.Add(time.Minute)})
+	for _, id := range []string{"n-down", "n-down-busy"} {
+		h.must(&SetNodeState{At: t0, ID: id, State: NodeDown})
+	}
+	return h, tok
 }
 
 func TestAuthorize(t *testing.T) {
@@ -72,6 +83,8 @@ func TestAuthorize(t *testing.T) {
 		{"node registers again", nodeCmd2("n1", "p1"), n1, true},
 		{"node takes another's id", nodeCmd2("n1", "p2"), n2, false},
 		{"node names another peer", nodeCmd2("n3", "p1"), n2, false},
+		{"a new peer takes a down node's id", nodeCmd2("n-down", "p4"), Principal{Peer: "p4"}, true},
+		{"a new peer takes a down node's id while it holds a lease", nodeCmd2("n-down-busy", "p4"), Principal{Peer: "p4"}, false},
 		{"node claims for itself", &AssignJob{Claim: true, JobID: "j9", Node: "n1"}, n1, true},
 		{"node claims for another", &AssignJob{Claim: true, JobID: "j9", Node: "n1"}, n2, false},
 		{"node assigns", &AssignJob{JobID: "j9", Node: "n2"}, n2, false},

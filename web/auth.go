@@ -77,8 +77,9 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 				"this node is starting or has no leader yet; retry shortly")
 		}
 		// A follower's replica may lag a key just created through another
-		// node: give it a moment to catch up before saying no.
-		if h.Role != "leader" {
+		// node: give it a moment to catch up before saying no. A key this
+		// node has seen before is not new: it was revoked.
+		if h.Role != "leader" && !s.uses.revoked(hash) {
 			s.await(r.Context(), func() bool { k, found = s.deps.State.Key(hash); return found })
 		}
 		if !found {
@@ -91,5 +92,6 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		return nil, errKeyExpired
 	}
 	s.uses.note(k.ID, now)
+	s.uses.seen(hash)
 	return &caller{key: k, secret: secret}, nil
 }

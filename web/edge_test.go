@@ -235,6 +235,7 @@ func TestOversizedBodySentWhole(t *testing.T) {
 		{"json chunked", "POST /jobs HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked", chunked},
 		{"upload declared", "POST /datasets?name=big HTTP/1.1\r\nContent-Type: application/octet-stream\r\nContent-Length: " + fmt.Sprint(size), body},
 		{"upload chunked", "POST /datasets?name=big HTTP/1.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked", chunked},
+		{"no such endpoint", "POST /nowhere HTTP/1.1\r\nContent-Length: " + fmt.Sprint(size), body},
 	} {
 		e.unchanged(func() {
 			conn := dial(t, addr)
@@ -252,6 +253,12 @@ func TestOversizedBodySentWhole(t *testing.T) {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 			b, _ := io.ReadAll(res.Body)
+			if c.name == "no such endpoint" {
+				if res.StatusCode != http.StatusNotFound || !res.Close {
+					t.Fatalf("%s: %d close=%v %s", c.name, res.StatusCode, res.Close, b)
+				}
+				return
+			}
 			if res.StatusCode != http.StatusRequestEntityTooLarge || !res.Close || !strings.Contains(string(b), `"too_large"`) {
 				t.Fatalf("%s: %d close=%v %s", c.name, res.StatusCode, res.Close, b)
 			}

@@ -248,8 +248,31 @@ func otherAdmin(keys []scheduler.APIKey, id string) bool {
 // to the replicated state (TouchKeys), so a key's last use costs no Raft
 // write per request.
 type keyUses struct {
-	mu   sync.Mutex
-	used map[string]time.Time // key ID -> latest use not yet flushed
+	mu    sync.Mutex
+	used  map[string]time.Time // key ID -> latest use not yet flushed
+	known map[string]bool      // hashes of the keys this node authenticated
+}
+
+// seen notes that the key whose hash is hash authenticated here.
+func (u *keyUses) seen(hash string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.known[hash] {
+		if u.known == nil {
+			u.known = map[string]bool{}
+		}
+		u.known[hash] = true
+	}
+}
+
+// revoked reports whether a key the state does not hold authenticated
+// here before: then it was revoked, not created a moment ago elsewhere,
+// and there is no replica lag to wait for. (The set holds one entry per
+// key ever used on this node, revoked ones included.)
+func (u *keyUses) revoked(hash string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.known[hash]
 }
 
 func (u *keyUses) note(id string, at time.Time) {

@@ -256,3 +256,27 @@ func TestKeyLastUsed(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// A follower gives an unknown key a moment to replicate (it may have been
+// created through another node), but a key it has seen before and no
+// longer holds was revoked: refused without waiting.
+func TestRevokedKeyRefusedAtOnceOnFollower(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cluster.set(web.Health{Node: "n1", Leader: "n2", Role: "follower", Members: 2, Ready: true})
+	k := e.addKey("acme", scheduler.PriorityFree, false)
+	wantStatus(t, e.do("GET", "/jobs", k, nil), http.StatusOK)
+	e.apply(&scheduler.RevokeKey{At: testNow, ID: e.keyID(k)})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second) // under the 2 s catch-up wait
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/jobs", nil)
+	req.Header.Set("Authorization", "Bearer "+k)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the revoked key waited for the replica: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+}

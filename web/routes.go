@@ -81,11 +81,13 @@ func (s *Server) fallback(mux *http.ServeMux) http.Handler {
 		rec := &headerOnly{h: http.Header{}}
 		mux.ServeHTTP(rec, r) // learns the status (and Allow) the mux would give
 		s.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			e := apiError(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path)
+			method, path := truncate(r.Method, 16), truncate(r.URL.Path, 256)
+			e := apiError(http.StatusNotFound, "not_found", "no such endpoint: %s %s", method, path)
 			if rec.status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", rec.h.Get("Allow"))
-				e = apiError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", r.Method, r.URL.Path)
+				e = apiError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", method, path)
 			}
+			s.drain(w, r, &trackedBody{ReadCloser: r.Body})
 			s.writeError(w, r, e)
 		})).ServeHTTP(w, r)
 	})
