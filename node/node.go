@@ -707,10 +707,13 @@ func (n *Node) bootstrapAdmin(ctx context.Context) {
 		token, n.tokenFile = t, path
 	}
 	k := scheduler.APIKey{Hash: web.HashKey(token), Prefix: prefix(token), Tenant: AdminTenant, Tier: scheduler.PriorityPaid, Admin: true}
-	if _, err := n.raft.Apply(ctx, &scheduler.CreateKey{At: n.cfg.Clock.Now(), Key: k}); err != nil {
+	create := &scheduler.CreateKey{At: n.cfg.Clock.Now(), Key: k}
+	v, err := n.raft.Apply(ctx, create)
+	if err != nil {
 		n.log.Error("bootstrap admin key", "err", err)
 		return
 	}
+	audit(n.log, create, v, "bootstrap token")
 	if n.tokenFile != "" {
 		n.log.Info("admin API key created from the bootstrap token", "token_file", n.tokenFile)
 	} else {
