@@ -62,7 +62,8 @@ func TestRunBundlesSealedOnEveryCopy(t *testing.T) {
 		return err == nil && len(nodes) == 2
 	})
 	entry := c.Nodes[0]
-	j := submit(t, entry, "generate_dataset", "", `{"size":16}`, scheduler.Resources{})
+	// Large enough for a few 64 KiB segments.
+	j := submit(t, entry, "generate_dataset", "", `{"size":96}`, scheduler.Resources{})
 	done := waitState(t, entry, j.ID, 2*time.Minute, terminal)
 	if done.State != scheduler.StateSucceeded || done.RunBundle == nil {
 		t.Fatalf("job %+v %+v", done, done.Error)

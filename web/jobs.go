@@ -585,17 +585,14 @@ func (s *Server) runBundle(w http.ResponseWriter, r *http.Request, c *caller) (a
 		return nil, apiError(http.StatusConflict, "not_ready", "job %s is %s; its RunBundle exists once it has succeeded", j.ID, j.State)
 	}
 	b := *j.RunBundle
-	open := func(ctx context.Context) (io.ReadCloser, error) {
-		if s.deps.Bundles != nil {
-			return s.deps.Bundles.OpenBundle(ctx, j.Tenant, b)
-		}
-		id, err := cas.ParseCID(b.CID)
-		if err != nil {
-			return nil, err
-		}
-		return s.deps.Store.Open(ctx, id)
+	var body io.ReadSeekCloser
+	if s.deps.Bundles != nil {
+		body, err = s.deps.Bundles.OpenBundle(r.Context(), j.Tenant, b)
+	} else if id, perr := cas.ParseCID(b.CID); perr != nil {
+		err = perr
+	} else {
+		body, err = s.deps.Store.Open(r.Context(), id)
 	}
-	rc, err := open(r.Context())
 	if errors.Is(err, cas.ErrNotFound) {
 		return nil, &Error{Status: http.StatusNotFound, Code: "bundle_not_found",
 			Message: fmt.Sprintf("no reachable node or mirror holds the RunBundle of job %s", j.ID), Err: err}
@@ -604,14 +601,8 @@ func (s *Server) runBundle(w http.ResponseWriter, r *http.Request, c *caller) (a
 		return nil, fmt.Errorf("web: open the RunBundle of %s: %w", j.ID, err)
 	}
 	if err := checkRanges(w, r, b.Size); err != nil {
-		rc.Close()
+		body.Close()
 		return nil, err
-	}
-	// A bundle stored in clear seeks; a sealed one is decrypted as it
-	// streams, so a seek reopens it.
-	body, ok := rc.(io.ReadSeekCloser)
-	if !ok {
-		body = &streamSeeker{ctx: r.Context(), open: open, rc: rc, size: b.Size}
 	}
 	var mod time.Time
 	if j.FinishedAt != nil {

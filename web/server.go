@@ -108,8 +108,9 @@ type Datasets interface {
 // Bundles opens tenants' RunBundles (node/storage).
 type Bundles interface {
 	// OpenBundle returns the plain tar of tenant's RunBundle b, whether it
-	// is stored sealed or, stored before bundles were sealed, in clear.
-	OpenBundle(ctx context.Context, tenant string, b scheduler.BundleRef) (io.ReadCloser, error)
+	// is stored sealed or, stored before bundles were sealed, in clear. A
+	// seek costs at most one 64 KiB segment's decryption.
+	OpenBundle(ctx context.Context, tenant string, b scheduler.BundleRef) (io.ReadSeekCloser, error)
 }
 
 // LogSource opens a job's log.

@@ -41,7 +41,9 @@
 // SealedSize gives the exact sealed length: 28 + n + 16 per segment. An object
 // holds at most 2^32 segments (256 TiB).
 //
-// NewWriter and NewReader stream with one segment of memory. The reader
+// NewWriter and NewReader stream with one segment of memory; NewSeekReader
+// also seeks, reading and authenticating only the segment that holds the
+// offset (the plaintext length follows from the sealed one: PlainSize). The reader
 // returns a segment's plaintext only after its tag checks out and fails with
 // ErrAuth on any tampering. It learns the data-key version from the header
 // (KeyVersion reads it alone) and asks its caller for that version's key.

@@ -43,14 +43,15 @@ func BundleSealed(b scheduler.BundleRef) (bool, error) {
 	return !strings.EqualFold(sum, b.SHA256), nil
 }
 
-// OpenBundle returns the plain tar of tenant's RunBundle b. A sealed one
-// is opened with the tenant's data key named in its header (any version
-// the tenant holds) and every segment is authenticated before it is
-// returned; reading it to the end also checks the tar against b's SHA-256
-// and size (an error wrapping cas.ErrCorrupt otherwise). A bundle stored
-// in clear before bundles were sealed is returned as stored (a cas.File,
-// which seeks); the store re-hashed it against its CID.
-func (s *Storage) OpenBundle(ctx context.Context, tenant string, b scheduler.BundleRef) (io.ReadCloser, error) {
+// OpenBundle returns the plain tar of tenant's RunBundle b; it seeks (an
+// io.ReadSeekCloser). A sealed one is opened with the tenant's data key
+// named in its header (any version the tenant holds), every segment
+// authenticated before it is returned, and a seek reads only the segment
+// it lands in; read from the start, the tar is checked against b's SHA-256
+// and size before its last bytes are returned (an error wrapping
+// cas.ErrCorrupt otherwise). A bundle stored in clear before bundles were
+// sealed is returned as stored; the store re-hashed it against its CID.
+func (s *Storage) OpenBundle(ctx context.Context, tenant string, b scheduler.BundleRef) (io.ReadSeekCloser, error) {
 	sealed, err := BundleSealed(b)
 	if err != nil {
 		return nil, fmt.Errorf("storage: runbundle %s: %w", b.CID, err)
@@ -66,14 +67,26 @@ func (s *Storage) OpenBundle(ctx context.Context, tenant string, b scheduler.Bun
 	return &checkedPlain{rc: rc, h: cas.NewHasher(), want: b}, nil
 }
 
-// checkedPlain hashes the plaintext it returns and, at its end, refuses a
-// plaintext other than the one the job's reference names: a sealed object
-// of the same tenant under another job's name is not served as this one.
+// checkedPlain hashes what it returns while reads run on from the start
+// and, before the byte that completes the size the job's reference names,
+// refuses a plaintext other than the one the reference names: a sealed
+// object of the same tenant under another job's name is never served whole
+// as this one.
 type checkedPlain struct {
-	rc   io.ReadCloser
-	h    *cas.Hasher
-	want scheduler.BundleRef
-	err  error
+	rc     io.ReadSeekCloser
+	h      *cas.Hasher
+	want   scheduler.BundleRef
+	pos    int64 // where the next Read reads
+	hashed int64 // bytes hashed, from the start
+	err    error
+}
+
+func (p *checkedPlain) Seek(off int64, whence int) (int64, error) {
+	n, err := p.rc.Seek(off, whence)
+	if err == nil {
+		p.pos = n
+	}
+	return n, err
 }
 
 func (p *checkedPlain) Read(b []byte) (int, error) {
@@ -81,16 +94,20 @@ func (p *checkedPlain) Read(b []byte) (int, error) {
 		return 0, p.err
 	}
 	n, err := p.rc.Read(b)
-	p.h.Write(b[:n])
-	if err == io.EOF {
-		if got := p.h.Ref(); !strings.EqualFold(got.SHA256, p.want.SHA256) || got.Size != p.want.Size {
-			err = fmt.Errorf("storage: runbundle %s opens to sha256 %s, %d bytes; want %s, %d bytes: %w",
-				p.want.CID, got.SHA256, got.Size, p.want.SHA256, p.want.Size, cas.ErrCorrupt)
+	if p.pos == p.hashed && p.hashed < p.want.Size+1 {
+		p.h.Write(b[:n])
+		p.hashed += int64(n)
+		if p.hashed >= p.want.Size || err == io.EOF {
+			got := p.h.Ref()
+			if got.Size != p.want.Size || !strings.EqualFold(got.SHA256, p.want.SHA256) {
+				p.err = fmt.Errorf("storage: runbundle %s opens to other content than its sha256 %s and size %d: %w",
+					p.want.CID, p.want.SHA256, p.want.Size, cas.ErrCorrupt)
+				return 0, p.err
+			}
+			p.hashed = p.want.Size + 1 // checked: hash no more
 		}
 	}
-	if err != nil {
-		p.err = err
-	}
+	p.pos += int64(n)
 	return n, err
 }
 

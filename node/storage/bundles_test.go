@@ -69,9 +69,25 @@ func TestBundlesAreSealedAtRest(t *testing.T) {
 	if inClear(onDisk) {
 		t.Fatal("the disk keeps the bundle in clear")
 	}
-	if got := readAll(t)(f.s.OpenBundle(ctx, "paidco", b)); !bytes.Equal(got, tar.Data) {
+	rc2, err := f.s.OpenBundle(ctx, "paidco", b)
+	if got := readAll(t)(rc2, err); !bytes.Equal(got, tar.Data) {
 		t.Fatal("the opened bundle is not the plain tar")
 	}
+	// It seeks: a range in the third 64 KiB segment, then one in the first.
+	rs, err := f.s.OpenBundle(ctx, "paidco", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{140_000, 65_500, 0} {
+		got := make([]byte, 100)
+		if _, err := rs.Seek(off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(rs, got); err != nil || !bytes.Equal(got, tar.Data[off:off+100]) {
+			t.Fatalf("100 bytes at %d: %v", off, err)
+		}
+	}
+	rs.Close()
 
 	// The mirror's copy (uploaded in the background) is the sealed one.
 	ctx2, cancel := context.WithCancel(ctx)
@@ -92,11 +108,13 @@ func TestBundlesAreSealedAtRest(t *testing.T) {
 	if _, err := io.ReadAll(mustOpenBundle(t, f.s, "freeco", b)); !errors.Is(err, seal.ErrAuth) {
 		t.Fatalf("another tenant's read: %v, want seal.ErrAuth", err)
 	}
-	// A reference naming other plaintext is refused at its end.
 	wrong := b
 	wrong.SHA256 = testBundle(t, "job_2", 10).Ref.SHA256
-	if _, err := io.ReadAll(mustOpenBundle(t, f.s, "paidco", wrong)); !errors.Is(err, cas.ErrCorrupt) {
-		t.Fatalf("a reference to other plaintext: %v, want cas.ErrCorrupt", err)
+	// A reference naming other plaintext is refused before the tar is
+	// whole, also when read exactly to its size as a download reads it.
+	got, err := io.ReadAll(io.LimitReader(mustOpenBundle(t, f.s, "paidco", wrong), b.Size))
+	if !errors.Is(err, cas.ErrCorrupt) || int64(len(got)) >= b.Size {
+		t.Fatalf("a reference to other plaintext: %d bytes, %v; want fewer and cas.ErrCorrupt", len(got), err)
 	}
 }
 

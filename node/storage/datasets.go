@@ -44,9 +44,10 @@ func (s *Storage) PutDataset(ctx context.Context, tenant string, r io.Reader) (s
 	return d, nil
 }
 
-// OpenDataset returns a dataset's plaintext. Every segment is
-// authenticated before its bytes are returned; a reader error wraps
-// seal.ErrAuth if the stored form was tampered with.
+// OpenDataset returns a dataset's plaintext, which seeks (an
+// io.ReadSeekCloser). Every segment is authenticated before its bytes are
+// returned; a reader error wraps seal.ErrAuth if the stored form was
+// tampered with.
 func (s *Storage) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
 	c, err := cas.ParseCID(d.Stored())
 	if err != nil {
@@ -104,10 +105,10 @@ func (s *Storage) putSealed(ctx context.Context, tenant string, r io.Reader) (se
 }
 
 // openSealed returns the plaintext of the sealed object c of tenant,
-// fetching the object if this node lacks it. The reader fails with an
-// error wrapping seal.ErrAuth on any tampering, or when c was sealed for
-// another tenant.
-func (s *Storage) openSealed(ctx context.Context, tenant string, c cid.Cid) (io.ReadCloser, error) {
+// fetching the object if this node lacks it. It seeks (a seek reads only
+// the segment it lands in). Reads fail with an error wrapping
+// seal.ErrAuth on any tampering, or when c was sealed for another tenant.
+func (s *Storage) openSealed(ctx context.Context, tenant string, c cid.Cid) (io.ReadSeekCloser, error) {
 	t, ok := s.state.Tenant(tenant)
 	if !ok {
 		return nil, fmt.Errorf("storage: tenant %s: %w", tenant, scheduler.ErrNotFound)
@@ -124,16 +125,16 @@ func (s *Storage) openSealed(ctx context.Context, tenant string, c cid.Cid) (io.
 		}
 		return [32]byte{}, fmt.Errorf("storage: tenant %s has no data key version %d", tenant, v)
 	}
-	r, err := seal.NewReader(f, keys, tenantAAD(tenant))
+	r, err := seal.NewSeekReader(f, keys, tenantAAD(tenant))
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return readCloser{Reader: r, Closer: f}, nil
+	return readSeekCloser{ReadSeeker: r, Closer: f}, nil
 }
 
-type readCloser struct {
-	io.Reader
+type readSeekCloser struct {
+	io.ReadSeeker
 	io.Closer
 }
 
