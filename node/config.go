@@ -57,8 +57,10 @@ type Config struct {
 	// NoJobNetwork forbids network to every job here, whatever the job
 	// and its tier ask (--no-job-network). By default the docker executor
 	// puts a job that asks for network ("network": "bridge", paid tiers
-	// only) on the engine's default bridge; the node advertises which, and
-	// placement sends such jobs only to nodes that give it.
+	// only) on the node's job network, behind a firewall that keeps it off
+	// the host, link-local and loopback addresses and the mesh's ports
+	// (docs/executors.md); the node advertises which, and placement sends
+	// such jobs only to nodes that give it.
 	NoJobNetwork bool `json:"no_job_network"`
 	// AllowedImages are the images that paid and sprint jobs may name
 	// (patterns: "registry/org/solver:1", "registry/org/solver" for any of

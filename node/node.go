@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +71,9 @@ type Node struct {
 	memberChanged chan struct{}
 	httpAddr      atomic.Value // string, once listening
 	crash         atomic.Bool
+	// jobNet is the docker executor's job network and firewall, removed
+	// when Run ends (nil: none).
+	jobNet io.Closer
 }
 
 // New validates cfg, opens the node's state (data directory, Raft log,
@@ -309,7 +314,7 @@ func (n *Node) executor() (worker.Executor, error) {
 	}
 	static := filepath.Join(filepath.Dir(bin), docker.StaticBinaryName)
 	d, err := docker.New(docker.Config{NodeID: n.id, WorkloadImage: n.cfg.WorkloadImage, WorkloadBinary: static,
-		NoNetwork: n.cfg.NoJobNetwork, FakeGPUs: isFakeGPUs(n.gpus), Logger: n.log})
+		NoNetwork: n.cfg.NoJobNetwork, FakeGPUs: isFakeGPUs(n.gpus), MeshPorts: n.meshPorts(), Logger: n.log})
 	if err != nil {
 		if explicit {
 			return nil, fmt.Errorf("--executor docker: %w", err)
@@ -342,6 +347,15 @@ func (n *Node) executor() (worker.Executor, error) {
 		n.log.Warn("executor: remove containers left by an earlier run", "err", err)
 	} else if k > 0 {
 		n.log.Info("executor: removed containers left by an earlier run", "count", k)
+	}
+	// The job network and its firewall come before the node advertises
+	// network; where they cannot be made, no job gets network here.
+	if !n.cfg.NoJobNetwork {
+		if err := d.SetupJobNetwork(ctx); err != nil {
+			n.log.Warn("executor: jobs get no network on this node (as with --no-job-network): the job network's firewall cannot be set up", "err", err)
+		} else {
+			n.jobNet = d
+		}
 	}
 	why := "--executor docker"
 	if !explicit {
@@ -567,8 +581,43 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := n.mirror.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
+	if n.jobNet != nil {
+		if err := n.jobNet.Close(); err != nil {
+			n.log.Warn("executor: remove the job network", "err", err)
+		}
+	}
 	n.log.Info("node stopped")
 	return runErr
+}
+
+// meshPorts are the ports a job on the job network may not reach on any
+// machine: this node's gossip, p2p and HTTP ports and the contract's
+// defaults, which the mesh's other nodes most likely use.
+func (n *Node) meshPorts() []int {
+	ports := []int{7946, 4001, 8080}
+	add := func(p int) {
+		if p > 0 && !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	portOf := func(hostport string) int {
+		_, p, _ := net.SplitHostPort(hostport)
+		v, _ := strconv.Atoi(p)
+		return v
+	}
+	add(portOf(n.mesh.GossipAddr()))
+	add(n.cfg.P2PPort)
+	for _, a := range n.mesh.P2PAddrs() {
+		parts := strings.Split(a, "/")
+		for i := 0; i+1 < len(parts); i++ {
+			if parts[i] == "tcp" || parts[i] == "udp" {
+				v, _ := strconv.Atoi(parts[i+1])
+				add(v)
+			}
+		}
+	}
+	add(portOf(n.cfg.HTTPAddr))
+	return ports
 }
 
 // claimWindow is zero on a one-node mesh, where nobody else could claim.

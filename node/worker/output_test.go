@@ -129,7 +129,9 @@ func TestOutputLimit(t *testing.T) {
 func TestImagePolicyAtTheWorker(t *testing.T) {
 	t.Parallel()
 	exec := &writeExec{files: map[string]int{"x": 1}}
-	f := newFixtureWith(t, exec, 1, func(c *Config) { c.Images = ImagePolicy{Builtin: "pwmesh-workload:latest", Allowed: []string{"reg.example/org/*"}} })
+	f := newFixtureWith(t, exec, 1, func(c *Config) {
+		c.Images = ImagePolicy{Builtin: "pwmesh-workload:latest", Allowed: []string{"reg.example/org/*"}}
+	})
 	schedulertest.MustApply(t, f.raft, &scheduler.RegisterNode{At: time.Now(), Node: scheduler.Node{ID: "n1", State: scheduler.NodeReady, Slots: 1,
 		Incarnation: "inc1", Executors: []string{f.worker.Executor()}}})
 	submit := func(prio, image string) scheduler.Job {

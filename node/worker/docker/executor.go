@@ -73,11 +73,15 @@ type Config struct {
 	// executable).
 	WorkloadBinary string
 	// NoNetwork forbids network to every task (the operator's veto,
-	// --no-job-network): a task that asks for it is refused. By default a
+	// --no-job-network): a task that asks for it is refused. Otherwise a
 	// task that asks (Task.Network "bridge", which the API grants only to
-	// paid tiers and only for jobs with an image) runs on the engine's
-	// default bridge network; every other container has no network at all.
+	// paid tiers and only for jobs with an image) runs on this node's job
+	// network once SetupJobNetwork has made it and its firewall; every
+	// other container has no network at all.
 	NoNetwork bool
+	// MeshPorts are ports that a job on the job network may not reach on
+	// any machine: the mesh's gossip, p2p and HTTP ports.
+	MeshPorts []int
 	// FakeGPUs: the node's GPUs are simulated (--gpus fake:SPEC). A task
 	// with GPUs then gets the environment a real GPU task gets
 	// (NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES naming its GPUs)
@@ -106,6 +110,9 @@ type Executor struct {
 	c       *client
 	log     *slog.Logger
 	buildMu sync.Mutex // one image build at a time
+
+	netMu  sync.Mutex
+	jobNet *firewall // the job network's firewall, once set up
 }
 
 var _ worker.Executor = (*Executor)(nil)
@@ -152,8 +159,64 @@ func New(cfg Config) (*Executor, error) {
 func (e *Executor) Name() string { return "docker" }
 
 // GrantsNetwork reports whether a task that asks for network gets it
-// here: true unless Config.NoNetwork.
-func (e *Executor) GrantsNetwork() bool { return !e.cfg.NoNetwork }
+// here: once SetupJobNetwork succeeded, unless Config.NoNetwork.
+func (e *Executor) GrantsNetwork() bool {
+	e.netMu.Lock()
+	defer e.netMu.Unlock()
+	return !e.cfg.NoNetwork && e.jobNet != nil
+}
+
+// JobNetwork is the name of this node's job network.
+func (e *Executor) JobNetwork() string { return namesFor(e.cfg.NodeID).Network }
+
+// SetupJobNetwork makes this node's job network (a bridge network of its
+// own, containers on it unable to reach each other) and installs its
+// firewall (firewall.go). Until it succeeds, and where it fails (no
+// iptables, not root, an engine run with --iptables=false), no task gets
+// network: the node then advertises none, and the error says why. With
+// Config.NoNetwork it does nothing. It is safe to repeat.
+func (e *Executor) SetupJobNetwork(ctx context.Context) error {
+	if e.cfg.NoNetwork {
+		return nil
+	}
+	names := namesFor(e.cfg.NodeID)
+	fw, err := newFirewall(ctx, names, e.cfg.MeshPorts)
+	if err != nil {
+		return err
+	}
+	// The rules go in before any container can be on the network.
+	if err := fw.install(ctx); err != nil {
+		return err
+	}
+	if err := e.c.ensureNetwork(ctx, names, e.cfg.NodeID); err != nil {
+		_ = fw.remove(context.WithoutCancel(ctx))
+		return err
+	}
+	e.netMu.Lock()
+	e.jobNet = fw
+	e.netMu.Unlock()
+	return nil
+}
+
+// Close removes the job network and its firewall, if SetupJobNetwork made
+// them. Call it once no task runs.
+func (e *Executor) Close() error {
+	e.netMu.Lock()
+	fw := e.jobNet
+	e.jobNet = nil
+	e.netMu.Unlock()
+	if fw == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.KillTimeout)
+	defer cancel()
+	// The network goes first: while it cannot (a container still on
+	// it), its firewall stays.
+	if err := e.c.networkRemove(ctx, fw.names.Network); err != nil {
+		return fmt.Errorf("docker: remove the job network (its firewall stays): %w", err)
+	}
+	return fw.remove(ctx)
+}
 
 // WorkloadImage is the image of jobs that name none.
 func (e *Executor) WorkloadImage() string { return e.cfg.WorkloadImage }
@@ -203,7 +266,7 @@ func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	network, err := e.network(t)
+	network, err := e.network(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -237,7 +300,7 @@ func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 		return stopped(err)
 	}
 	if network != "none" {
-		fmt.Fprintf(logw, "network: %s (the job asked for it)\n", network)
+		fmt.Fprintf(logw, "network: bridge, on this node's job network %s (the job asked for it; no host, link-local, loopback or mesh addresses)\n", network)
 	}
 	if err := prepareDirs(root, builtin); err != nil {
 		return fmt.Errorf("docker: prepare %s: %w", root, err)
@@ -257,8 +320,10 @@ func (e *Executor) Run(ctx context.Context, t worker.Task) error {
 }
 
 // network is the container's network mode for t: "none" unless the task
-// asks for the bridge, and this node allows it, for an image of its own.
-func (e *Executor) network(t worker.Task) (string, error) {
+// asks for the bridge, and this node allows it, for an image of its own:
+// then the job network, its firewall checked (and rebuilt if someone took
+// rules away) first.
+func (e *Executor) network(ctx context.Context, t worker.Task) (string, error) {
 	switch t.Network {
 	case "", scheduler.NetworkNone:
 		return "none", nil
@@ -272,7 +337,19 @@ func (e *Executor) network(t worker.Task) (string, error) {
 	case t.Image == "":
 		return "", fmt.Errorf("%w: the built-in workload runs without network", worker.ErrNoNetwork)
 	}
-	return "bridge", nil
+	e.netMu.Lock()
+	fw := e.jobNet
+	e.netMu.Unlock()
+	if fw == nil {
+		return "", fmt.Errorf("%w: its job network and firewall are not set up", worker.ErrNoNetwork)
+	}
+	if err := fw.check(ctx); err != nil {
+		e.log.Warn("docker: the job network's firewall rules are missing; installing them again", "job_id", t.JobID, "err", err)
+		if err := fw.install(ctx); err != nil {
+			return "", fmt.Errorf("%w: its job network's firewall cannot be installed: %v", worker.ErrNoNetwork, err)
+		}
+	}
+	return fw.names.Network, nil
 }
 
 // image inspects an image; the built-in one is built when missing.

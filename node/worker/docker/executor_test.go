@@ -50,14 +50,30 @@ func TestEngine(t *testing.T) {
 
 	t.Run("NetworkOnlyWhenAsked", func(t *testing.T) {
 		t.Parallel()
-		// A node that allows network (the default): the task that asks
-		// reaches a listener on the host through the default bridge; the
-		// same probe, not asking, has only lo and reaches nothing.
+		// Without its job network a node gives no task network; with it
+		// (TestJobNetworkEgress checks its firewall), the task that asks
+		// has an interface besides lo, the same probe not asking has only
+		// lo and reaches nothing.
 		e := newExec(t, Config{})
-		if !e.GrantsNetwork() {
-			t.Fatal("GrantsNetwork is false on a default executor")
+		if e.GrantsNetwork() {
+			t.Fatal("GrantsNetwork is true before the job network is set up")
 		}
-		addr, reachable := hostListener(t)
+		addr, _ := hostListener(t)
+		err := e.Run(t.Context(), worker.Task{JobID: "job-" + randID(), Root: jobDir(t, nil), Timeout: time.Minute, Image: image, Network: scheduler.NetworkBridge})
+		if !errors.Is(err, worker.ErrNoNetwork) {
+			t.Fatalf("no job network: err = %v, want worker.ErrNoNetwork", err)
+		}
+		if os.Geteuid() != 0 {
+			t.Skip("the job network's firewall needs root; the rest is skipped")
+		}
+		if err := e.SetupJobNetwork(t.Context()); err != nil {
+			t.Fatalf("SetupJobNetwork: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := e.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
 		for _, network := range []string{"", scheduler.NetworkNone} {
 			r, _ := runNet(t, e, network, addr)
 			if got := r["interfaces"]; !equalList(got, []string{"lo"}) {
@@ -72,12 +88,10 @@ func TestEngine(t *testing.T) {
 		}
 		r, log := runNet(t, e, scheduler.NetworkBridge, addr)
 		if got, _ := r["interfaces"].([]any); len(got) < 2 {
-			t.Errorf("asked for network: interfaces = %v, want lo and the bridge's", got)
+			t.Errorf("asked for network: interfaces = %v, want lo and the job network's", got)
 		}
-		if !reachable {
-			t.Logf("no docker0 address on this host: the dial to the host is not checked")
-		} else if r["tcp_err"] != "" {
-			t.Errorf("asked for network: dialling the host at %s failed: %v", addr, r["tcp_err"])
+		if r["tcp_err"] == "" {
+			t.Errorf("asked for network: the job reached the host at %s", addr)
 		}
 		if !strings.Contains(log, "network: bridge") {
 			t.Errorf("the log does not say the job runs with network:\n%s", log)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,6 +21,8 @@ type order struct {
 	TCP  string `json:"tcp"`  // net: an address to dial
 	DNS  string `json:"dns"`  // net: a name to resolve
 	Code int    `json:"code"` // exit: the status
+	// net: more addresses to dial at once; serve: addresses to listen on
+	Dials []string `json:"dials"`
 }
 
 func main() {
@@ -50,6 +53,26 @@ func main() {
 			if c != nil {
 				c.Close()
 			}
+		}
+		if len(o.Dials) > 0 {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			dials := map[string]string{}
+			for _, a := range o.Dials {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", a, 3*time.Second)
+					if c != nil {
+						c.Close()
+					}
+					mu.Lock()
+					dials[a] = errText(err)
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			res["dials"] = dials
 		}
 		if o.DNS != "" {
 			_, err := net.LookupHost(o.DNS)
@@ -97,6 +120,27 @@ func main() {
 			}
 		}
 		res["gpu_env"] = env
+	case "serve":
+		// Outside any container (a test runs it in a network namespace):
+		// accepts on each address in the arguments until killed.
+		for _, a := range os.Args[2:] {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "probe: listen:", err)
+				os.Exit(103)
+			}
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+		}
+		fmt.Println("ready")
+		select {}
 	case "sleep":
 		fmt.Println("ready")
 		for {
