@@ -137,6 +137,11 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if !ok && n.jobNet != nil {
+			_ = n.jobNet.Close() // Run, which would remove it, never runs
+		}
+	}()
 	// Which images jobs may name, by tier: the API refuses the rest at
 	// submission, and the worker again before it runs one.
 	builtin := cfg.WorkloadImage
