@@ -170,3 +170,18 @@ func TestCallerContext(t *testing.T) {
 		t.Fatalf("CallerSecret = %q", got)
 	}
 }
+
+// BenchmarkAuthorize measures the leader's check of one forwarded API
+// write (key lookup, expiry, tenant and tier rules).
+func BenchmarkAuthorize(b *testing.B) {
+	h := newHarness(b)
+	h.base()
+	c := submitCmd("jx", "acme", PriorityPaid, "", 0)
+	p := Principal{Peer: "p2", KeyHash: "hash-acme", Now: t0}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := h.f.Authorize(c, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
