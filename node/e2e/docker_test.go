@@ -62,6 +62,13 @@ func TestFakeGPUJobInDocker(t *testing.T) {
 		}
 	})
 	a := startAgent(t, t.TempDir(), "--gpus", "fake:1xA100-80GB", "--executor", "docker", "--workload-image", image)
+	// Whatever happens, the node stops cleanly (removing its job network
+	// and firewall) before the SIGKILL startAgent's cleanup sends; what a
+	// node that did not stop cleanly left is removed by hand.
+	t.Cleanup(func() {
+		a.stop()
+		removeJobNetwork(nodeID(t, a))
+	})
 	if !strings.Contains(a.logs.String(), `"msg":"executor: docker"`) {
 		t.Fatalf("the node does not run the docker executor:\n%s", a.logs)
 	}
@@ -119,4 +126,23 @@ func nodeID(t *testing.T, a *agent) string {
 func jobChainOf(nodeID string) string {
 	sum := sha256.Sum256([]byte(nodeID))
 	return "PWMESH-JOBS-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// removeJobNetwork removes, best effort, the job network and firewall
+// rules a node left.
+func removeJobNetwork(id string) {
+	chain := jobChainOf(id)
+	h := strings.TrimPrefix(chain, "PWMESH-JOBS-")
+	bridge := "pwmj-" + h
+	_ = exec.Command("docker", "network", "rm", "pwmesh-jobs-"+h).Run()
+	for _, args := range [][]string{
+		{"iptables", "-w", "-D", "INPUT", "-i", bridge, "-j", "DROP"},
+		{"iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-j", chain},
+		{"iptables", "-w", "-F", chain},
+		{"iptables", "-w", "-X", chain},
+		{"ip6tables", "-w", "-D", "INPUT", "-i", bridge, "-j", "DROP"},
+		{"ip6tables", "-w", "-D", "FORWARD", "-i", bridge, "-j", "DROP"},
+	} {
+		_ = exec.Command(args[0], args[1:]...).Run()
+	}
 }
