@@ -317,6 +317,9 @@ func (a *app) jobListCmd() *cobra.Command {
 			if opts.State != "" && !scheduler.ValidState(opts.State) {
 				return usagef("--state %q: want queued, running, succeeded, failed, cancelled or timed_out", opts.State)
 			}
+			if opts.Type != "" && !workload.ValidType(opts.Type) {
+				return usagef("--type %q: want one of %s", opts.Type, strings.Join(workload.Names(), ", "))
+			}
 			if opts.Limit < 0 {
 				return usagef("--limit must not be negative")
 			}
@@ -363,7 +366,7 @@ func (a *app) jobListCmd() *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&opts.State, "state", "", "only jobs in this state")
-	f.StringVar(&opts.Type, "type", "", "only jobs of this type")
+	f.StringVar(&opts.Type, "type", "", "only jobs of this type ("+strings.Join(workload.Names(), ", ")+")")
 	f.IntVar(&opts.Limit, "limit", 0, "jobs per page (default: the node's)")
 	f.StringVar(&opts.Cursor, "cursor", "", "start at this page cursor")
 	f.BoolVar(&all, "all", false, "fetch every page")

@@ -180,6 +180,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"job", "submit", "--type", "calibrate", "--timeout", "soon"},
 		{"job", "submit", "--type", "calibrate", "--gpus", "two"},
 		{"job", "list", "--state", "sleeping"},
+		{"job", "list", "--type", "train"},
 		{"job", "wait", "j1", "--timeout", "-1s"},
 		{"dataset", "upload"},
 		{"dataset", "download"},
