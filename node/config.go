@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/node/tlsutil"
+	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
@@ -262,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxOutputBytes < 0 {
 		bad("--max-output-bytes %d: want a number of bytes above 0 (0: the default, 4 GiB)", c.MaxOutputBytes)
+	}
+	if _, err := worker.NewImagePolicy("", c.AllowedImages); err != nil {
+		bad("--allowed-images: %v (want patterns such as registry.example/org/* or registry.example/org/solver:1)", err)
 	}
 	if c.Replicas < 0 || c.Replicas > 16 {
 		bad("--replicas %d: want 1 to 16", c.Replicas)
