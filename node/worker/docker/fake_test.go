@@ -218,3 +218,38 @@ func (f *fakeEngine) calls() []string {
 	defer f.mu.Unlock()
 	return slices.Clone(f.log)
 }
+
+// TestFirewallRules checks the job network's rules without iptables: the
+// DNS exception for the host's resolvers comes before the drops, which
+// cover link-local, loopback, the host's addresses, published ports and
+// each mesh port over TCP and UDP, and the chain ends in RETURN.
+func TestFirewallRules(t *testing.T) {
+	t.Parallel()
+	got := parseResolvers("# comment\nnameserver 127.0.0.53\nnameserver 169.254.169.254\nnameserver ::1\nnameserver 10.0.0.2\nnameserver 10.0.0.2\nsearch x\n")
+	if !slices.Equal(got, []string{"169.254.169.254", "10.0.0.2"}) {
+		t.Fatalf("resolvers %v", got)
+	}
+	names := namesFor("node-1")
+	if len(names.Bridge) > 15 || len(names.Chain) > 28 || names != namesFor("node-1") || names == namesFor("node-2") {
+		t.Fatalf("names %+v", names)
+	}
+	f := &firewall{ipt: "iptables", names: names, ports: []int{7946}, resolvers: []string{"169.254.169.254"}}
+	var rules []string
+	for _, r := range f.chainRules() {
+		rules = append(rules, strings.Join(r[1:], " "))
+	}
+	want := []string{
+		"-d 169.254.169.254/32 -p udp -m udp --dport 53 -j RETURN",
+		"-d 169.254.169.254/32 -p tcp -m tcp --dport 53 -j RETURN",
+		"-d 169.254.0.0/16 -j DROP",
+		"-d 127.0.0.0/8 -j DROP",
+		"-m addrtype --dst-type LOCAL -j DROP",
+		"-m conntrack --ctstate DNAT -j DROP",
+		"-p tcp -m tcp --dport 7946 -j DROP",
+		"-p udp -m udp --dport 7946 -j DROP",
+		"-j RETURN",
+	}
+	if !slices.Equal(rules, want) {
+		t.Errorf("chain rules:\n%s\nwant:\n%s", strings.Join(rules, "\n"), strings.Join(want, "\n"))
+	}
+}

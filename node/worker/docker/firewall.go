@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,9 +24,16 @@ import (
 //
 //	INPUT:       -i BRIDGE -j DROP
 //	DOCKER-USER: -i BRIDGE -j CHAIN
-//	CHAIN:       -d 169.254.0.0/16 DROP, -d 127.0.0.0/8 DROP,
+//	CHAIN:       DNS (port 53) to each of the host's resolvers RETURN,
+//	             -d 169.254.0.0/16 DROP, -d 127.0.0.0/8 DROP,
 //	             dst-type LOCAL DROP, ctstate DNAT DROP,
 //	             tcp and udp to each mesh port DROP, RETURN
+//
+// The resolvers' exception is for DNS alone: the engine's embedded DNS
+// server forwards a job's lookups from the container's own network
+// namespace, and some clouds serve DNS at a link-local address (GCE's
+// metadata server, AWS's 169.254.169.253). A resolver on the host itself
+// stays out of reach (INPUT).
 //
 // and, where the host speaks IPv6, ip6tables INPUT and FORWARD from the
 // bridge DROP (the job network has no IPv6, but link-local addresses).
@@ -32,6 +41,7 @@ type firewall struct {
 	ipt, ip6t string // binaries; ip6t "" where the host has no IPv6
 	names     jobNetNames
 	ports     []int
+	resolvers []string // IPv4 addresses of the host's DNS servers
 	mu        sync.Mutex
 }
 
@@ -53,7 +63,7 @@ func newFirewall(ctx context.Context, names jobNetNames, ports []int) (*firewall
 			tried = append(tried, name)
 			continue
 		}
-		fw := &firewall{ipt: bin, names: names, ports: ports}
+		fw := &firewall{ipt: bin, names: names, ports: ports, resolvers: hostResolvers()}
 		if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
 			six := strings.Replace(name, "iptables", "ip6tables", 1)
 			if fw.ip6t, err = lookSbin(six); err != nil {
@@ -93,12 +103,18 @@ func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 // chainRules are the rules of the chain, as iptables -A arguments.
 func (f *firewall) chainRules() [][]string {
 	c := f.names.Chain
-	rules := [][]string{
+	var rules [][]string
+	for _, r := range f.resolvers {
+		for _, proto := range []string{"udp", "tcp"} {
+			rules = append(rules, []string{c, "-d", r + "/32", "-p", proto, "-m", proto, "--dport", "53", "-j", "RETURN"})
+		}
+	}
+	rules = append(rules, [][]string{
 		{c, "-d", "169.254.0.0/16", "-j", "DROP"},
 		{c, "-d", "127.0.0.0/8", "-j", "DROP"},
 		{c, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DROP"},
 		{c, "-m", "conntrack", "--ctstate", "DNAT", "-j", "DROP"},
-	}
+	}...)
 	for _, p := range f.ports {
 		for _, proto := range []string{"tcp", "udp"} {
 			rules = append(rules, []string{c, "-p", proto, "-m", proto, "--dport", strconv.Itoa(p), "-j", "DROP"})
@@ -199,4 +215,38 @@ func (f *firewall) remove(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hostResolvers are the IPv4 name servers the engine forwards a job's
+// lookups to: those of /etc/resolv.conf, or where it names only loopback
+// ones (systemd-resolved's stub), those the engine uses instead.
+func hostResolvers() []string {
+	for _, file := range []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"} {
+		if b, err := os.ReadFile(file); err == nil {
+			if out := parseResolvers(string(b)); len(out) > 0 {
+				return out
+			}
+		}
+	}
+	return nil
+}
+
+// parseResolvers reads the non-loopback IPv4 name servers of a
+// resolv.conf.
+func parseResolvers(conf string) []string {
+	var out []string
+	for _, line := range strings.Split(conf, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		ip := net.ParseIP(f[1])
+		if ip == nil || ip.To4() == nil || ip.IsLoopback() || ip.IsUnspecified() {
+			continue
+		}
+		if s := ip.To4().String(); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
