@@ -118,6 +118,10 @@ func TestRunBundlesSealedOnEveryCopy(t *testing.T) {
 	// Every node serves the plain tar, whole and in ranges.
 	t.Logf("bundle: %d bytes, stored as %d", ref.Size, len(sealed))
 	for _, n := range c.Nodes {
+		nodetest.WaitFor(t, 30*time.Second, n.String()+"'s replica to show the job succeeded", func() bool {
+			jj, ok := n.Job(j.ID)
+			return ok && jj.State == scheduler.StateSucceeded
+		})
 		resp, tar := getRange(t, n, "/jobs/"+j.ID+"/runbundle", "")
 		if resp.StatusCode != http.StatusOK || sha(tar) != ref.SHA256 || int64(len(tar)) != ref.Size ||
 			resp.Header.Get("ETag") != `"`+ref.CID+`"` || !plainTar(tar) {
