@@ -234,6 +234,14 @@ func allowPutTenantKeys(s *state, c Command, p principal) error {
 	if !ok {
 		return nil // the FSM answers ErrNotFound
 	}
+	if pk.PrevGen != t.KeysGen {
+		// Read before another change (two nodes making a tenant's first
+		// key at once): the FSM answers ErrConflict, which tells the
+		// proposer to read again. The generation only grows, so a
+		// proposal that passes the FSM's check was judged here against
+		// the keys it will replace.
+		return nil
+	}
 	for _, old := range t.Keys {
 		kept := false
 		for _, k := range pk.Keys {

@@ -51,6 +51,9 @@ func TestAuthorize(t *testing.T) {
 	job := func(tenant, prio string) *SubmitJob { return submitCmd("jx", tenant, prio, "", 0) }
 	keysAdd := &PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 1, Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1}}, {Version: 2, Master: "m", Sealed: []byte{2}}}}
 	keysRewrap := &PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 1, Keys: []SealedKey{{Version: 1, Master: "m2", Sealed: []byte{9}}}}
+	// Two nodes made acme's first key at once: the slower one read
+	// generation 0 and proposes its own version 1.
+	keysRace := &PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 0, Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{7}}}}
 	cases := []struct {
 		name string
 		c    Command
@@ -115,6 +118,7 @@ func TestAuthorize(t *testing.T) {
 		{"node adds a data key", keysAdd, n1, true},
 		{"tenant rewraps", keysRewrap, acme, false},
 		{"node rewraps", keysRewrap, n1, false},
+		{"node loses the race for the first key: the FSM answers conflict", keysRace, n1, true},
 		{"other tenant adds a data key", keysAdd, Principal{Peer: "p2", KeyHash: "hash-other"}, false},
 		{"stranger adds a data key", keysAdd, stranger, false},
 		{"node puts an operator", &PutOperator{}, n1, false},
@@ -183,5 +187,38 @@ func BenchmarkAuthorize(b *testing.B) {
 		if err := h.f.Authorize(c, p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFirstDataKeyRace: two nodes sealing a tenant's first output at once
+// both propose version 1; the loser must hear ErrConflict (read again and
+// use the winner's key), not ErrForbidden, or its job fails.
+func TestFirstDataKeyRace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.base()
+	n1 := nodeCmd("n1", "i1", 2)
+	n1.Node.PeerID = "p1"
+	h.must(n1)
+	n2 := nodeCmd("n2", "i2", 2)
+	n2.Node.PeerID = "p2"
+	h.must(n2)
+	first := &PutTenantKeys{At: t0, Tenant: "acme", Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1}}}}
+	second := &PutTenantKeys{At: t0, Tenant: "acme", Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{2}}}}
+	if err := h.f.Authorize(first, Principal{Peer: "p1"}); err != nil {
+		t.Fatalf("first key refused: %v", err)
+	}
+	h.must(first)
+	if err := h.f.Authorize(second, Principal{Peer: "p2"}); err != nil {
+		t.Fatalf("second node's stale proposal refused by authority (%v); want it to reach the FSM", err)
+	}
+	if _, err := h.apply(second); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second node's stale proposal: got %v, want ErrConflict", err)
+	}
+	// Read again: the current generation with the first key changed is
+	// still refused.
+	second.PrevGen = 1
+	if err := h.f.Authorize(second, Principal{Peer: "p2"}); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("rewrap by a node at the current generation: got %v, want ErrForbidden", err)
 	}
 }
