@@ -64,6 +64,9 @@ type State interface {
 	Nodes() []scheduler.Node
 	// StoredBytes is a tenant's stored content, each object counted once.
 	StoredBytes(tenant string) int64
+	// PrunedGPUTime is the GPU time (GPUs × run time) of tenant's jobs
+	// that started in month ("2006-01", UTC) and whose records were pruned.
+	PrunedGPUTime(tenant, month string) time.Duration
 	// Watch returns a channel closed at the next change of the state.
 	Watch() <-chan struct{}
 }

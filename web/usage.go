@@ -70,7 +70,9 @@ func (s *Server) getUsage(_ http.ResponseWriter, r *http.Request, c *caller) (an
 	}
 	jobs, _ := s.deps.State.Jobs(scheduler.JobFilter{Tenant: c.tenant()})
 	u := usageAnswer{Tenant: c.tenant(), Tier: tier, Month: month.Format(monthLayout)}
-	u.GPUMinutes = gpuMinutes(jobs, month, month.AddDate(0, 1, 0), now)
+	// Pruned jobs are gone from the records but not from the month's bill.
+	pruned := s.deps.State.PrunedGPUTime(c.tenant(), u.Month)
+	u.GPUMinutes = round6(gpuMinutes(jobs, month, month.AddDate(0, 1, 0), now) + pruned.Minutes())
 	u.StorageBytes = s.deps.State.StoredBytes(c.tenant())
 	gb := float64(u.StorageBytes) / bytesPerGB
 	u.StorageGB = math.Round(gb*1e9) / 1e9 // to the byte
@@ -82,7 +84,7 @@ func (s *Server) getUsage(_ http.ResponseWriter, r *http.Request, c *caller) (an
 	u.Notes = []string{
 		"api_calls is not metered yet and reads 0; API calls cost nothing until metering ships",
 		"storage is the tenant's datasets (sealed size) and kept RunBundles stored now, each object once however many copies exist, priced as a whole month",
-		"gpu_minutes counts jobs that started in the month, up to their end or now",
+		"gpu_minutes counts jobs that started in the month, up to their end or now, including jobs whose records were pruned",
 	}
 	return u, nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/pwmesh/pwmesh/scheduler"
 )
 
 type usage struct {
@@ -97,3 +99,67 @@ func TestUsage(t *testing.T) {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+// Pruning finished jobs from the state changes no month's usage: their
+// GPU time is kept per tenant and month (scheduler.PruneJobs) and /usage
+// adds it to the records still there.
+func TestUsageSurvivesPrune(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	gpus := func(n int) map[string]any {
+		return map[string]any{"type": "generate_dataset", "resources": map[string]any{"gpus": n}}
+	}
+	// Pruned below: 2 hours on 1 GPU from February into March (February's),
+	// 45 minutes on 2 GPUs in March, and globex's 10 minutes on 2 GPUs.
+	feb := e.submit(e.acme, gpus(1))
+	e.finishJob(feb.ID, at("2026-02-28T23:00:00Z"), at("2026-03-01T01:00:00Z"), []int{0}, []byte("feb"))
+	early := e.submit(e.acme, gpus(2))
+	e.finishJob(early.ID, at("2026-03-03T00:00:00Z"), at("2026-03-03T00:45:00Z"), []int{0, 1}, []byte("early"))
+	other := e.submit(e.globex, gpus(2))
+	e.finishJob(other.ID, at("2026-03-03T01:00:00Z"), at("2026-03-03T01:10:00Z"), []int{0, 1}, []byte("globex"))
+	// Kept: 30 minutes on 2 GPUs after the cutoff, and one still running
+	// on 1 GPU since an hour before now.
+	late := e.submit(e.acme, gpus(2))
+	e.finishJob(late.ID, at("2026-03-10T10:00:00Z"), at("2026-03-10T10:30:00Z"), []int{0, 1}, []byte("late"))
+	running := e.submit(e.acme, gpus(1))
+	e.runJob(running.ID, testNow.Add(-time.Hour), []int{0})
+
+	read := func(key, month string) float64 {
+		t.Helper()
+		var u usage
+		r := e.do("GET", "/usage?month="+month, key, nil)
+		wantStatus(t, r, http.StatusOK)
+		r.decode(t, &u)
+		return u.GPUMinutes
+	}
+	type month struct{ key, name, month string }
+	months := []month{{e.acme, "acme", "2026-02"}, {e.acme, "acme", "2026-03"}, {e.globex, "globex", "2026-03"}}
+	want := map[month]float64{months[0]: 120, months[1]: 90 + 60 + 60, months[2]: 20}
+	for _, m := range months {
+		if got := read(m.key, m.month); got != want[m] {
+			t.Fatalf("before the prune: %s %s: %v GPU-minutes, want %v", m.name, m.month, got, want[m])
+		}
+	}
+
+	e.apply(&scheduler.ExpireBundles{At: testNow, Jobs: []string{feb.ID, early.ID, other.ID, late.ID}})
+	cut := at("2026-03-05T00:00:00Z")
+	res := e.apply(&scheduler.PruneJobs{At: testNow, JobsBefore: cut, IdempotencyBefore: cut}).(scheduler.PruneResult)
+	if res.Jobs != 3 {
+		t.Fatalf("pruned %+v, want 3 jobs", res)
+	}
+	for _, j := range []struct{ key, id string }{{e.acme, feb.ID}, {e.acme, early.ID}, {e.globex, other.ID}} {
+		wantError(t, e.do("GET", "/jobs/"+j.id, j.key, nil), http.StatusNotFound, "not_found")
+	}
+	for _, m := range months {
+		if got := read(m.key, m.month); got != want[m] {
+			t.Errorf("after the prune: %s %s: %v GPU-minutes, want %v as before", m.name, m.month, got, want[m])
+		}
+	}
+}
