@@ -348,6 +348,7 @@ func cloneBlob(b *Blob) Blob {
 func cloneTenant(t *Tenant) Tenant {
 	c := *t
 	c.Keys = slices.Clone(t.Keys)
+	c.QuotaOverrides = maps.Clone(t.QuotaOverrides)
 	for i := range c.Keys {
 		c.Keys[i].Sealed = slices.Clone(c.Keys[i].Sealed)
 	}
@@ -449,22 +450,38 @@ func (f *FSM) ExpiredBundles(now time.Time) []string {
 func (f *FSM) StoredBytes(tenant string) int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.s.storedBytes(tenant)
+}
+
+// storedBytes is StoredBytes under the caller's lock: datasets, kept
+// RunBundles, and the operators the tenant's jobs compiled.
+func (s *state) storedBytes(tenant string) int64 {
+	total := int64(0)
+	for _, n := range s.storedObjects(tenant) {
+		total += n
+	}
+	return total
+}
+
+// storedObjects maps each object the tenant stores to its size.
+func (s *state) storedObjects(tenant string) map[string]int64 {
 	sizes := map[string]int64{}
-	for _, d := range f.s.datasets {
+	for _, d := range s.datasets {
 		if d.Tenant == tenant {
 			sizes[d.Stored()] = d.StoredBytes()
 		}
 	}
-	for _, j := range f.s.jobs {
+	for _, j := range s.jobs {
 		if j.Tenant == tenant && j.RunBundle != nil && !j.BundleExpired {
 			sizes[j.RunBundle.CID] = j.RunBundle.Size
 		}
 	}
-	var total int64
-	for _, n := range sizes {
-		total += n
+	for k, t := range s.operatorTenant {
+		if ref, ok := s.operators[k]; ok && t == tenant {
+			sizes[ref.CID] = ref.Size
+		}
 	}
-	return total
+	return sizes
 }
 
 // TenantNames lists every tenant, sorted.

@@ -37,6 +37,8 @@ const (
 	CmdRevokeKey        CommandType = 22
 	CmdTouchKeys        CommandType = 23
 	CmdPruneJobs        CommandType = 24
+	CmdSetTenant        CommandType = 25
+	CmdMeterCalls       CommandType = 26
 )
 
 func (t CommandType) String() string {
@@ -65,6 +67,9 @@ var (
 	// ErrForbidden: the proposer may not make this change (a forwarded
 	// write its key or its node has no authority for).
 	ErrForbidden = errors.New("forbidden")
+	// ErrQuota: a tenant's quota forbids it (the web layer answers 429
+	// quota_exceeded); QuotaOf names the quota.
+	ErrQuota = errors.New("quota exceeded")
 )
 
 // Command is one typed write. The proposer stamps every time and ID into it
@@ -203,6 +208,8 @@ type SetNodeState struct {
 type OperatorEntry struct {
 	Key string    `json:"key"`
 	Ref BundleRef `json:"ref"`
+	// Tenant whose job compiled it (in snapshots; its storage counts it).
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // PutOperator records a compiled operator in the shared cache index.

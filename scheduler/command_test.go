@@ -26,7 +26,7 @@ func allCommands() []Command {
 		&CompleteJob{At: t0, JobID: "j", Token: 7, State: StateSucceeded, Metrics: map[string]any{"psnr_db": 31.5},
 			RunBundle: &BundleRef{CID: "c", SHA256: "s", Size: 9}, Outputs: map[string]string{"dataset": "d"},
 			Error: &JobError{Code: "x", Message: "y"}, Dataset: &Dataset{ID: "d", Tenant: "acme"},
-			Operator: &OperatorEntry{Key: "op", Ref: BundleRef{CID: "oc"}}},
+			Operator: &OperatorEntry{Key: "op", Ref: BundleRef{CID: "oc"}, Tenant: "acme"}},
 		&CancelJob{At: t0, Tenant: "acme", JobID: "j"},
 		&RequeueJob{At: t0, JobID: "j", Token: 7, Reason: "r"},
 		&RegisterNode{At: t0, Node: Node{ID: "n", Region: "eu", State: NodeReady, Voter: true, GPUs: a100s(1), Slots: 2, Executors: []string{"docker"}, JobNetwork: true, Incarnation: "i", UpdatedAt: t0}},
@@ -44,6 +44,9 @@ func allCommands() []Command {
 		&PutTenantKeys{At: t0, Tenant: "acme", PrevGen: 2, Keys: []SealedKey{{Version: 1, Master: "m", Sealed: []byte{1, 2}}}},
 		&SetClusterConfig{At: t0, Config: ClusterConfig{Replicas: 3}},
 		&PruneJobs{At: t0, JobsBefore: t0.Add(-time.Hour), IdempotencyBefore: t0.Add(-time.Minute)},
+		&SetTenant{At: t0, Tenant: "acme", Tier: ptrTo("paid"), Pool: ptrTo("acme"), PoolOnly: ptrTo(true),
+			Quotas: map[string]*float64{QuotaGPUMinutes: ptrTo(0.5), QuotaStorage: nil}},
+		&MeterCalls{At: t0, Node: "n", Incarnation: "i", Seq: 3, Calls: map[string]int64{"acme": 2}},
 	}
 }
 
@@ -225,3 +228,5 @@ func TestFSMIgnoresNonCommandEntries(t *testing.T) {
 		t.Fatalf("Apply(noop) = %v", got)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

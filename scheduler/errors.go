@@ -27,6 +27,7 @@ var ErrorKinds = []ErrorKind{
 	{"not_durable", ErrNotDurable},
 	{"idempotency_mismatch", ErrIdempotencyMismatch},
 	{"forbidden", ErrForbidden},
+	{"quota_exceeded", ErrQuota},
 	{"deadline_exceeded", context.DeadlineExceeded},
 	{"canceled", context.Canceled},
 }

@@ -52,6 +52,7 @@ func TestErrorKindsCoverEverySentinel(t *testing.T) {
 		"ErrNotFound": ErrNotFound, "ErrConflict": ErrConflict, "ErrInvalid": ErrInvalid, "ErrStaleToken": ErrStaleToken,
 		"ErrUnknownCmd": ErrUnknownCmd, "ErrNotLeader": ErrNotLeader, "ErrNoLeader": ErrNoLeader, "ErrPayloadBytes": ErrPayloadBytes,
 		"ErrNotDurable": ErrNotDurable, "ErrIdempotencyMismatch": ErrIdempotencyMismatch, "ErrForbidden": ErrForbidden,
+		"ErrQuota": ErrQuota,
 	}
 	if len(names) != len(sentinels) {
 		t.Errorf("the package declares %d sentinels %v; this test knows %d: add the new one here and to ErrorKinds", len(names), names, len(sentinels))

@@ -38,7 +38,13 @@ type FSM struct {
 	placeGen uint64
 	planMu   sync.Mutex // guards plan and planGen
 	planGen  uint64
+	planAt   string // the month (UTC) the cached plan's quotas were read in
 	plan     *Plan
+
+	// now is the reader's clock: placement's view of quotas (which
+	// month's GPU-minutes a queued job waits for) reads it; Apply never
+	// does.
+	now func() time.Time
 }
 
 // FSMOption configures an FSM.
@@ -53,9 +59,19 @@ func WithLogger(l *slog.Logger) FSMOption {
 	}
 }
 
+// WithClock sets the clock reads use (default: the system's, UTC).
+func WithClock(now func() time.Time) FSMOption {
+	return func(f *FSM) {
+		if now != nil {
+			f.now = now
+		}
+	}
+}
+
 // NewFSM returns an empty state machine.
 func NewFSM(opts ...FSMOption) *FSM {
-	f := &FSM{s: newState(), changed: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
+	f := &FSM{s: newState(), changed: make(chan struct{}), log: slog.New(slog.DiscardHandler),
+		now: func() time.Time { return time.Now().UTC() }}
 	for _, o := range opts {
 		o(f)
 	}
@@ -209,14 +225,15 @@ func (f *FSM) currentPlan() *Plan {
 	f.mu.RUnlock()
 	f.planMu.Lock()
 	defer f.planMu.Unlock()
-	if f.plan != nil && f.planGen == gen {
+	month := f.now().UTC().Format(monthLayout)
+	if f.plan != nil && f.planGen == gen && f.planAt == month {
 		return f.plan
 	}
 	f.mu.RLock()
 	in, gen := f.placeInputLocked(), f.placeGen
 	f.mu.RUnlock()
 	p := Place(in)
-	f.plan, f.planGen = &p, gen
+	f.plan, f.planGen, f.planAt = &p, gen, month
 	return f.plan
 }
 
@@ -232,6 +249,20 @@ func (f *FSM) placeInputLocked() PlaceInput {
 			in.Running = append(in.Running, cloneJob(j))
 		case StateQueued:
 			in.Queued = append(in.Queued, cloneJob(j))
+			if why := f.s.quotaBlocked(j, f.now()); why != "" {
+				if in.Blocked == nil {
+					in.Blocked = map[string]string{}
+				}
+				in.Blocked[j.ID] = why
+			}
+		}
+	}
+	for name, t := range f.s.tenants {
+		if t.Pool != "" {
+			if in.Pools == nil {
+				in.Pools = map[string]TenantPool{}
+			}
+			in.Pools[name] = TenantPool{Pool: t.Pool, Only: t.PoolOnly}
 		}
 	}
 	QueueOrder(in.Queued)
@@ -336,7 +367,11 @@ const (
 	recBlob      byte = 8
 	recTombstone byte = 9
 	recConfig    byte = 10
-	recPruned    byte = 11 // prunedUsageRecord
+	recPruned    byte = 11 // prunedUsageRecord: read from old snapshots only
+	recUsage     byte = 12 // Usage
+	recDaily     byte = 13 // dailyRecord
+	recMeter     byte = 14 // meterMark
+	recLedger    byte = 15 // marks a snapshot made with the usage ledger
 )
 
 type tombstoneRecord struct {
@@ -380,7 +415,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		add(recNode, f.s.nodes[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.s.operators)) {
-		add(recOperator, OperatorEntry{Key: k, Ref: f.s.operators[k]})
+		add(recOperator, OperatorEntry{Key: k, Ref: f.s.operators[k], Tenant: f.s.operatorTenant[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.s.idem)) {
 		e := f.s.idem[k]
@@ -393,8 +428,15 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		add(recTombstone, tombstoneRecord{CID: k, At: f.s.tombstones[k]})
 	}
 	add(recConfig, f.s.config)
-	for _, r := range f.s.prunedUsageRecords() {
-		add(recPruned, r)
+	add(recLedger, struct{}{})
+	for _, r := range f.s.usageRecords() {
+		add(recUsage, r)
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.daily)) {
+		add(recDaily, dailyRecord{Key: k, Calls: f.s.daily[k]})
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.s.meters)) {
+		add(recMeter, f.s.meters[k])
 	}
 	return &snapshot{recs: recs}, nil
 }
@@ -459,6 +501,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("scheduler: restore: %w", err)
 		}
 	}
+	if !s.hasLedger {
+		s.backfillUsage()
+	}
 	f.mu.Lock()
 	f.s = s
 	f.placeGen++
@@ -507,6 +552,9 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 			return err
 		}
 		s.operators[v.Key] = v.Ref
+		if v.Tenant != "" {
+			s.operatorTenant[v.Key] = v.Tenant
+		}
 	case recIdem:
 		var v idemRecord
 		if err := json.Unmarshal(b, &v); err != nil {
@@ -535,6 +583,26 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 			return err
 		}
 		s.prunedUsage[v.Tenant+"\x00"+v.Month] = v.GPUTime
+	case recUsage:
+		var v Usage
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.usage[v.Tenant+"\x00"+v.Month] = &v
+	case recLedger:
+		s.hasLedger = true
+	case recDaily:
+		var v dailyRecord
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.daily[v.Key] = v.Calls
+	case recMeter:
+		var v meterMark
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		s.meters[v.Node] = v
 	default:
 		return fmt.Errorf("unknown record type %d", t)
 	}

@@ -14,6 +14,16 @@ type PlaceInput struct {
 	// Held jobs keep the capacity placement gives them but are not
 	// assigned: they are left to the nodes' claims for a moment.
 	Held map[string]bool
+	// Pools: the pool each tenant with one is assigned to.
+	Pools map[string]TenantPool
+	// Blocked jobs may not start for a quota: the reason says which.
+	Blocked map[string]string
+}
+
+// TenantPool is a tenant's dedicated pool; Only pins its jobs there.
+type TenantPool struct {
+	Pool string
+	Only bool
 }
 
 // Assignment starts one queued job on a node.
@@ -99,7 +109,11 @@ func Place(in PlaceInput) Plan {
 	QueueOrder(queued)
 	for pos, j := range queued {
 		plan.Positions[j.ID] = pos + 1
-		cands, why := candidates(free, &j)
+		if why, ok := in.Blocked[j.ID]; ok {
+			plan.Reasons[j.ID] = why
+			continue
+		}
+		cands, why := candidates(free, &j, in.Pools[j.Tenant])
 		if len(cands) == 0 {
 			plan.Reasons[j.ID] = why
 			continue
@@ -125,14 +139,18 @@ func Place(in PlaceInput) Plan {
 }
 
 // candidates lists the ready nodes that could ever run j, or says why none can.
-func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
+func candidates(free []*nodeFree, j *Job, tp TenantPool) ([]*nodeFree, string) {
 	if len(free) == 0 {
 		return nil, "no node is ready to run jobs"
 	}
 	var out []*nodeFree
-	inRegion, withExec, withNet := 0, 0, 0
+	inPool, inRegion, withExec, withNet := 0, 0, 0, 0
 	want := strings.ToLower(j.Resources.GPUModel)
 	for _, f := range free {
+		if !poolAllows(f.node.Pool, tp.Pool, tp.Only) {
+			continue
+		}
+		inPool++
 		if j.Region != "" && f.node.Region != j.Region {
 			continue
 		}
@@ -165,6 +183,12 @@ func candidates(free []*nodeFree, j *Job) ([]*nodeFree, string) {
 		return out, ""
 	}
 	switch {
+	case inPool == 0 && tp.Pool != "" && tp.Only:
+		return nil, fmt.Sprintf("waits for its pool: no ready node in pool %q", tp.Pool)
+	case inPool == 0 && tp.Pool != "":
+		return nil, fmt.Sprintf("waits for its pool: no ready node in pool %q or the shared pool", tp.Pool)
+	case inPool == 0:
+		return nil, "no ready node in the shared pool (every ready node is dedicated to other tenants' pools)"
 	case inRegion == 0:
 		return nil, fmt.Sprintf("no ready node in region %q", j.Region)
 	case withExec == 0:

@@ -13,10 +13,10 @@ import (
 // A finished job's record is kept JobRetention after it finished, and for
 // as long as its RunBundle is kept (a kept bundle is referenced by its job
 // record: pruning the record would make the bundle garbage), so a paid
-// tenant's jobs with bundles stay. Usage is metered from job records, so
-// the GPU time of every pruned job is first added to its tenant's total of
-// the month it started in (PrunedGPUTime); 93 days keep the current and
-// the two previous months' records whole.
+// tenant's jobs with bundles stay. Usage is billed from the ledger
+// (usage.go), not from job records, so pruning changes no bill; 93 days
+// keep the current and the two previous months' job records for people to
+// read.
 //
 // An idempotency record is kept IdempotencyRetention after its submission
 // (a client retries within minutes), and goes with its job in any case.
@@ -49,32 +49,11 @@ func prunable(j *Job, before time.Time) bool {
 		(j.RunBundle == nil || j.BundleExpired)
 }
 
-// usageKey names a tenant's month in the pruned-usage totals.
-func usageKey(tenant string, at time.Time) string {
-	return tenant + "\x00" + at.UTC().Format("2006-01")
-}
-
-// gpuTime is a job's GPUs × (end − start), as usage meters it; integer
-// nanoseconds, so that totals do not depend on the order of the sum.
-func gpuTime(j *Job) time.Duration {
-	if j.StartedAt == nil || j.FinishedAt == nil {
-		return 0
-	}
-	d := j.FinishedAt.Sub(*j.StartedAt)
-	if d <= 0 || j.Resources.GPUs <= 0 {
-		return 0
-	}
-	return d * time.Duration(j.Resources.GPUs)
-}
-
 func (s *state) pruneJobs(c *PruneJobs) (PruneResult, error) {
 	var res PruneResult
 	for id, j := range s.jobs {
 		if !prunable(j, c.JobsBefore) {
 			continue
-		}
-		if d := gpuTime(j); d > 0 {
-			s.prunedUsage[usageKey(j.Tenant, *j.StartedAt)] += d
 		}
 		delete(s.jobs, id)
 		res.Jobs++
@@ -111,9 +90,9 @@ func (f *FSM) PruneCandidates(jobsBefore, idemBefore time.Time) (jobs, idem int)
 	return jobs, idem
 }
 
-// PrunedGPUTime is the GPU time (GPUs × run time) of tenant's pruned jobs
-// that started in month ("2006-01", UTC): what usage adds to the records
-// still there.
+// PrunedGPUTime is the GPU time of tenant's jobs pruned in month before
+// the usage ledger existed (read from old snapshots; the ledger includes
+// it, see backfillUsage).
 func (f *FSM) PrunedGPUTime(tenant, month string) time.Duration {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

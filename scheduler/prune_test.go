@@ -62,15 +62,16 @@ func TestApplyPruneJobs(t *testing.T) {
 	if got := h.must(again).(Job).ID; got != "j-new" {
 		t.Fatalf("recent idempotency key answered %s", got)
 	}
-	// Pruned GPU time stays in the month's usage: 2 GPUs × 90 s + 1 × 30 s,
-	// both started in the same month.
-	month := old.Format("2006-01")
-	want := 2*90*time.Second + 30*time.Second
-	if old.Add(24*time.Hour).Format("2006-01") != month {
-		want = 2 * 90 * time.Second
+	// Pruning changes no bill: the ledger charged every attempt when it
+	// ended. 2 GPUs × 90 s + 1 × 60 s + 1 × 30 s, all started in the
+	// month of old (or the next, for the expired one a day later).
+	month := old
+	want := 2*90*time.Second + time.Minute + 30*time.Second
+	if old.Add(24*time.Hour).Format("2006-01") != old.Format("2006-01") {
+		want = 2*90*time.Second + time.Minute
 	}
-	if got := h.f.PrunedGPUTime("acme", month); got != want {
-		t.Fatalf("pruned GPU time %s, want %s", got, want)
+	if got := h.f.Usage("acme", month, t0).GPUTime; got != want {
+		t.Fatalf("GPU time of %s after pruning %s, want %s", month.Format("2006-01"), got, want)
 	}
 	// Nothing left to prune: a conflict, and nothing changes.
 	_, err := h.apply(cut)
@@ -80,8 +81,8 @@ func TestApplyPruneJobs(t *testing.T) {
 	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.f)))); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.PrunedGPUTime("acme", month); got != want {
-		t.Fatalf("restored pruned GPU time %s, want %s", got, want)
+	if got := f.Usage("acme", month, t0).GPUTime; got != want {
+		t.Fatalf("restored GPU time %s, want %s", got, want)
 	}
 	if !bytes.Equal(snapshotBytes(t, f), snapshotBytes(t, h.f)) {
 		t.Fatal("snapshot after restore differs")

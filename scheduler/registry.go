@@ -201,6 +201,14 @@ var commands = map[CommandType]*spec{
 	CmdExpireBundles: entry("expire_bundles", AuthLeader, func(s *state, _ uint64, c *ExpireBundles) (int, error) { return s.expireBundles(c) }).always(),
 	CmdForgetBlobs:   entry("forget_blobs", AuthLeader, func(s *state, _ uint64, c *ForgetBlobs) ([]string, error) { return s.forgetBlobs(c) }).always(),
 	CmdPruneJobs:     entry("prune_jobs", AuthLeader, func(s *state, _ uint64, c *PruneJobs) (PruneResult, error) { return s.pruneJobs(c) }).always(),
+	CmdSetTenant: entry("set_tenant", AuthAdmin, func(s *state, _ uint64, c *SetTenant) (Tenant, error) { return s.setTenant(c) }).
+		affectsPlacement().always(),
+	// MeterCalls is repeatable by its (node, incarnation, seq): a batch
+	// sent again gets its first answer.
+	CmdMeterCalls: entry("meter_calls", AuthNode, func(s *state, _ uint64, c *MeterCalls) (MeterResult, error) { return s.meterCalls(c) }).
+		always().
+		restamps(func(c Command, now time.Time) { c.(*MeterCalls).At = now }).
+		allows(func(s *state, c Command, p principal) error { return s.allowSelf(c.(*MeterCalls).Node, p) }),
 	CmdSetClusterConfig: entry("set_cluster_config", AuthLeader, func(s *state, _ uint64, c *SetClusterConfig) (ClusterConfig, error) {
 		return s.setClusterConfig(c)
 	}),

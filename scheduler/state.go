@@ -29,9 +29,18 @@ type state struct {
 	blobs      map[string]*Blob
 	tombstones map[string]time.Time
 	config     ClusterConfig
-	// prunedUsage totals the GPU time of pruned jobs by tenant and month
-	// (usageKey).
+	// prunedUsage: the GPU time of jobs pruned before the ledger existed,
+	// by usageKey, read from old snapshots (backfillUsage).
 	prunedUsage map[string]time.Duration
+	// The usage ledger (usage.go): by usageKey, by dayKey, and the last
+	// metering batch of each node.
+	usage     map[string]*Usage
+	daily     map[string]int64
+	meters    map[string]meterMark
+	hasLedger bool // restored from a snapshot that had one
+	// operatorTenant: the tenant whose job compiled an operator (its
+	// storage counts it).
+	operatorTenant map[string]string
 }
 
 func newState() *state {
@@ -48,6 +57,11 @@ func newState() *state {
 		tombstones: map[string]time.Time{},
 
 		prunedUsage: map[string]time.Duration{},
+
+		usage:          map[string]*Usage{},
+		daily:          map[string]int64{},
+		meters:         map[string]meterMark{},
+		operatorTenant: map[string]string{},
 	}
 }
 
@@ -78,6 +92,20 @@ func (s *state) registerDataset(d Dataset) (Dataset, error) {
 	}
 	if err := s.durable(d.Stored()); err != nil {
 		return Dataset{}, fmt.Errorf("register dataset %s: %w", d.ID, err)
+	}
+	if q, ok := s.quota(d.Tenant, QuotaStorage); ok {
+		objs := s.storedObjects(d.Tenant)
+		used, add := int64(0), d.StoredBytes()
+		for _, n := range objs {
+			used += n
+		}
+		if _, ok := objs[d.Stored()]; ok {
+			add = 0 // the tenant stores this object already
+		}
+		if float64(used+add) > q {
+			return Dataset{}, fmt.Errorf("register dataset %s: %w", d.ID,
+				quotaErr(QuotaStorage, "tenant %s stores %d bytes; %d more would pass its limit of %.0f", d.Tenant, used, add, q))
+		}
 	}
 	s.datasets[d.ID] = &d
 	return d, nil
@@ -153,6 +181,9 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (Job, error) {
 			return Job{}, fmt.Errorf("dataset %s: %w", j.Dataset, ErrNotFound)
 		}
 	}
+	if err := s.checkQuotasOnSubmit(&j, c.At); err != nil {
+		return Job{}, fmt.Errorf("submit job %s: %w", j.ID, err)
+	}
 	j.State = StateQueued
 	j.Seq = idx
 	j.SubmittedAt = c.At
@@ -185,6 +216,13 @@ func (s *state) assignJob(idx uint64, c *AssignJob) (Job, error) {
 	if err := s.checkGPUs(j, n, c.GPUs); err != nil {
 		return Job{}, fmt.Errorf("assign %s to %s: %w: %v", c.JobID, c.Node, ErrConflict, err)
 	}
+	if pool, only := s.poolOf(j.Tenant); !poolAllows(n.Pool, pool, only) {
+		return Job{}, fmt.Errorf("assign %s to %s: %w: node is in pool %q, not the tenant's", c.JobID, c.Node, ErrConflict, n.Pool)
+	}
+	limit, cut, err := s.quotaLimit(j, c.At)
+	if err != nil {
+		return Job{}, fmt.Errorf("assign %s: %w", c.JobID, err)
+	}
 	at := c.At
 	j.State = StateRunning
 	j.Node = c.Node
@@ -192,6 +230,14 @@ func (s *state) assignJob(idx uint64, c *AssignJob) (Job, error) {
 	j.StartedAt = &at
 	j.Reason = ""
 	j.Lease = &Lease{Node: c.Node, Token: idx, ExpiresAt: c.ExpiresAt, GPUs: slices.Clone(c.GPUs), Incarnation: c.Incarnation}
+	if cut {
+		// The runner stops the attempt at Limit; its charge never passes it.
+		j.Lease.Limit, j.Lease.LimitQuota = Duration(limit), QuotaGPUMinutes
+	} else if j.Resources.GPUs > 0 && limit > 0 {
+		if _, ok := s.quota(j.Tenant, QuotaGPUMinutes); ok {
+			j.Lease.Limit = Duration(limit)
+		}
+	}
 	return cloneJob(j), nil
 }
 
@@ -309,6 +355,7 @@ func (s *state) completeJob(c *CompleteJob) (Job, error) {
 		}
 	}
 	at := c.At
+	s.endAttempt(j, at)
 	j.State = st
 	j.FinishedAt = &at
 	j.Metrics = c.Metrics
@@ -329,6 +376,10 @@ func (s *state) completeJob(c *CompleteJob) (Job, error) {
 	}
 	if c.Operator != nil {
 		s.operators[c.Operator.Key] = c.Operator.Ref
+		if _, ok := s.operatorTenant[c.Operator.Key]; !ok {
+			// The first tenant to compile an operator stores it.
+			s.operatorTenant[c.Operator.Key] = j.Tenant
+		}
 	}
 	return cloneJob(j), nil
 }
@@ -359,6 +410,7 @@ func (s *state) requeueJob(c *RequeueJob) (Job, error) {
 		return Job{}, err
 	}
 	at := c.At
+	s.endAttempt(j, at)
 	j.Lease = nil
 	if c.Voluntary {
 		j.Voluntary++

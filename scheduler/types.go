@@ -115,6 +115,11 @@ type Lease struct {
 	// Incarnation is the runner process's identity at assignment: a node that
 	// restarts has a new one and hands back leases of its old self.
 	Incarnation string `json:"incarnation,omitempty"`
+	// Limit, when set, is how long this attempt may run (a tenant's GPU
+	// minutes are reserved for it); LimitQuota names the quota when that
+	// cut the job's timeout.
+	Limit      Duration `json:"limit,omitempty"`
+	LimitQuota string   `json:"limit_quota,omitempty"`
 }
 
 // Job is the replicated record of one job. The JSON shape is CONTRACT.md's.
@@ -201,6 +206,12 @@ type Tenant struct {
 	// KeysGen counts changes of Keys: a change names the generation it
 	// read, so two nodes cannot both add a version 1.
 	KeysGen uint64 `json:"keys_gen,omitempty"`
+	// Pool is the dedicated GPU pool the tenant is assigned to ("": none);
+	// PoolOnly pins its jobs there (else they may use the shared pool too).
+	Pool     string `json:"pool,omitempty"`
+	PoolOnly bool   `json:"pool_only,omitempty"`
+	// QuotaOverrides are the operator's quotas, over the tier's defaults.
+	QuotaOverrides map[string]float64 `json:"quota_overrides,omitempty"`
 }
 
 // APIKey is a stored key: only the SHA-256 of the secret is kept.
@@ -269,6 +280,8 @@ type Node struct {
 	// PeerID is the libp2p peer ID the node registered from: the leader
 	// takes a node's own writes (leases, copies, GPUs) only from it.
 	PeerID string `json:"peer_id,omitempty"`
+	// Pool is the node's GPU pool ("" or PoolShared: the shared pool).
+	Pool string `json:"pool,omitempty"`
 	// Incarnation changes on every start of the node's process.
 	Incarnation string    `json:"incarnation"`
 	UpdatedAt   time.Time `json:"updated_at"`
