@@ -118,6 +118,9 @@ func TestGPUMinuteQuota(t *testing.T) {
 	if u := h.f.Usage("other", t0, t0.Add(time.Hour)); u.GPUTime != 10*time.Minute {
 		t.Fatalf("charged %s, want 10m", u.GPUTime)
 	}
+	if j := h.job("g1"); j.State != StateTimedOut || !strings.Contains(j.Reason, QuotaGPUMinutes) {
+		t.Fatalf("cut job: state %s, reason %q; want timed_out naming the quota", j.State, j.Reason)
+	}
 	h.refusedForQuota(submitCmd("g3", "other", PriorityFree, "", 1), QuotaGPUMinutes)
 	// Next month the minutes are back.
 	next := time.Date(t0.Year(), t0.Month()+1, 1, 0, 0, 0, 0, time.UTC)

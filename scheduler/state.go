@@ -356,12 +356,16 @@ func (s *state) completeJob(c *CompleteJob) (Job, error) {
 	}
 	at := c.At
 	s.endAttempt(j, at)
+	reason := ""
+	if st == StateTimedOut && j.Lease.LimitQuota != "" {
+		reason = fmt.Sprintf("its time limit was cut to %s, what the %s quota left", time.Duration(j.Lease.Limit), j.Lease.LimitQuota)
+	}
 	j.State = st
 	j.FinishedAt = &at
 	j.Metrics = c.Metrics
 	j.RunBundle = c.RunBundle
 	j.Error = c.Error
-	j.Reason = ""
+	j.Reason = reason
 	if st == StateCancelled && j.Error == nil {
 		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
 	}
