@@ -2,7 +2,6 @@ package web
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -125,14 +124,14 @@ func (s *Server) getDataset(_ http.ResponseWriter, r *http.Request, c *caller) (
 }
 
 // downloadDataset handles GET /datasets/{id}/download (an extension of the
-// contract): the dataset's bytes, with Range and the CID as ETag.
+// contract): the dataset's bytes, with Range and the CID as ETag. A range
+// of a sealed dataset decrypts only the segments it touches.
 func (s *Server) downloadDataset(w http.ResponseWriter, r *http.Request, c *caller) (any, error) {
 	d, err := s.tenantDataset(r, c)
 	if err != nil {
 		return nil, err
 	}
-	open := func(ctx context.Context) (io.ReadCloser, error) { return s.deps.Datasets.OpenDataset(ctx, d) }
-	rc, err := open(r.Context())
+	body, err := s.deps.Datasets.OpenDataset(r.Context(), d)
 	if errors.Is(err, cas.ErrNotFound) {
 		return nil, &Error{Status: http.StatusNotFound, Code: "dataset_not_stored",
 			Message: fmt.Sprintf("no reachable node or mirror holds dataset %s", d.ID), Err: err}
@@ -141,10 +140,9 @@ func (s *Server) downloadDataset(w http.ResponseWriter, r *http.Request, c *call
 		return nil, fmt.Errorf("web: open dataset %s: %w", d.ID, err)
 	}
 	if err := checkRanges(w, r, d.Size); err != nil {
-		rc.Close()
+		body.Close()
 		return nil, err
 	}
-	body := &streamSeeker{ctx: r.Context(), open: open, rc: rc, size: d.Size}
 	return rawBody(func(w http.ResponseWriter, r *http.Request) {
 		defer body.Close()
 		w = longAnswer(w, s.cfg.Timeouts.Stall)
@@ -154,65 +152,6 @@ func (s *Server) downloadDataset(w http.ResponseWriter, r *http.Request, c *call
 		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": d.Name}))
 		http.ServeContent(w, r, "", d.CreatedAt, body)
 	}), nil
-}
-
-// streamSeeker lets http.ServeContent answer Range requests over content
-// that can only be read from the start (a sealed dataset is decrypted as
-// it streams): it knows its size, and a seek reopens the stream and skips
-// to the offset on the next read.
-type streamSeeker struct {
-	ctx  context.Context
-	open func(context.Context) (io.ReadCloser, error)
-	rc   io.ReadCloser
-	pos  int64 // where the next Read reads
-	at   int64 // where rc is
-	size int64
-}
-
-func (s *streamSeeker) Seek(off int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		off += s.pos
-	case io.SeekEnd:
-		off += s.size
-	}
-	if off < 0 {
-		return 0, errors.New("web: seek before start")
-	}
-	s.pos = off
-	return off, nil
-}
-
-func (s *streamSeeker) Read(p []byte) (int, error) {
-	if s.pos != s.at {
-		if s.rc == nil || s.pos < s.at {
-			if s.rc != nil {
-				s.rc.Close()
-			}
-			rc, err := s.open(s.ctx)
-			if err != nil {
-				return 0, err
-			}
-			s.rc, s.at = rc, 0
-		}
-		n, err := io.CopyN(io.Discard, s.rc, s.pos-s.at)
-		s.at += n
-		if err != nil {
-			return 0, err
-		}
-	}
-	n, err := s.rc.Read(p)
-	s.pos += int64(n)
-	s.at += int64(n)
-	return n, err
-}
-
-func (s *streamSeeker) Close() error {
-	if s.rc == nil {
-		return nil
-	}
-	return s.rc.Close()
 }
 
 // deleteDataset handles DELETE /datasets/{id}. The blob stays in the store

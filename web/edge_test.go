@@ -329,7 +329,7 @@ func TestSecurityHeaders(t *testing.T) {
 }
 
 // At most a few ranges per request: 1,000 ranges (each of which would
-// read a sealed dataset from its start) get 416; four are served.
+// decrypt a segment of a sealed dataset) get 416; four are served.
 func TestRangesBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -104,8 +104,9 @@ type Datasets interface {
 	// dataset's content fields (CID, SHA256 and Size of the plaintext and
 	// its stored form); the caller sets ID, Name and CreatedAt.
 	PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error)
-	// OpenDataset returns a dataset's plaintext.
-	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
+	// OpenDataset returns a dataset's plaintext, which seeks: a seek in
+	// a sealed dataset costs at most one 64 KiB segment's decryption.
+	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadSeekCloser, error)
 }
 
 // Bundles opens tenants' RunBundles (node/storage).

@@ -38,7 +38,7 @@ func (fullDisk) PutDataset(_ context.Context, _ string, r io.Reader) (scheduler.
 	return scheduler.Dataset{}, fmt.Errorf("storage: store dataset: fsstore: put: write tmp/x: %w", syscall.ENOSPC)
 }
 
-func (fullDisk) OpenDataset(context.Context, scheduler.Dataset) (io.ReadCloser, error) {
+func (fullDisk) OpenDataset(context.Context, scheduler.Dataset) (io.ReadSeekCloser, error) {
 	return nil, errors.New("unused")
 }
 

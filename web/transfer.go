@@ -203,10 +203,9 @@ func (s *Server) drain(w http.ResponseWriter, r *http.Request, b *trackedBody) {
 	_, _ = io.CopyN(io.Discard, b, maxDrainBytes)
 }
 
-// maxRanges bounds the ranges of one Range request. Content that is
-// decrypted as it streams is read from its start for every range that
-// goes back: many small ranges would make one request cost many full
-// reads.
+// maxRanges bounds the ranges of one Range request. Every range of sealed
+// content costs a seek and the decryption of at least one 64 KiB segment:
+// many small ranges would make one small request decrypt many segments.
 const maxRanges = 4
 
 // checkRanges refuses a Range header of more than maxRanges ranges with

@@ -272,7 +272,7 @@ func (p plainDatasets) PutDataset(ctx context.Context, tenant string, r io.Reade
 	return scheduler.Dataset{Tenant: tenant, CID: ref.CID.String(), SHA256: ref.SHA256, Size: ref.Size}, nil
 }
 
-func (p plainDatasets) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
+func (p plainDatasets) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadSeekCloser, error) {
 	c, err := cas.ParseCID(d.CID)
 	if err != nil {
 		return nil, err

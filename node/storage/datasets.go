@@ -44,11 +44,11 @@ func (s *Storage) PutDataset(ctx context.Context, tenant string, r io.Reader) (s
 	return d, nil
 }
 
-// OpenDataset returns a dataset's plaintext, which seeks (an
-// io.ReadSeekCloser). Every segment is authenticated before its bytes are
-// returned; a reader error wraps seal.ErrAuth if the stored form was
-// tampered with.
-func (s *Storage) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error) {
+// OpenDataset returns a dataset's plaintext, which seeks (a seek reads
+// only the segment it lands in). Every segment is authenticated before
+// its bytes are returned; a reader error wraps seal.ErrAuth if the stored
+// form was tampered with.
+func (s *Storage) OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadSeekCloser, error) {
 	c, err := cas.ParseCID(d.Stored())
 	if err != nil {
 		return nil, err

@@ -160,6 +160,19 @@ func TestDatasetsAreSealedAtRest(t *testing.T) {
 	if !bytes.Equal(got, plain) {
 		t.Fatal("plaintext differs")
 	}
+	// It seeks: from the middle of a segment, across the next boundary.
+	rs, err := f.s.OpenDataset(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, err := rs.Seek(100_000, io.SeekStart); err != nil || off != 100_000 {
+		t.Fatalf("seek = %d, %v", off, err)
+	}
+	part := make([]byte, 40_000)
+	if _, err := io.ReadFull(rs, part); err != nil || !bytes.Equal(part, plain[100_000:140_000]) {
+		t.Fatalf("read after a seek: %v", err)
+	}
+	rs.Close()
 	// The mirror copy (uploaded in the background) is ciphertext too.
 	ctx2, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -45,7 +45,7 @@ type Storage interface {
 	// PutDataset seals, stores and keeps a tenant's dataset.
 	PutDataset(ctx context.Context, tenant string, r io.Reader) (scheduler.Dataset, error)
 	// OpenDataset returns a dataset's plaintext.
-	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadCloser, error)
+	OpenDataset(ctx context.Context, d scheduler.Dataset) (io.ReadSeekCloser, error)
 	// PutBundle seals a tenant's RunBundle (r yields the plain tar) and
 	// stores it on this node's disk; Keep(stored) makes it durable. The
 	// reference names the stored object and the plain tar's SHA-256 and
