@@ -31,6 +31,9 @@ type Config struct {
 	BootstrapExpect int      `json:"bootstrap_expect"`
 	Voter           string   `json:"voter"` // auto | never
 	Region          string   `json:"region"`
+	// Pool is the node's GPU pool: "shared", or a dedicated pool that runs
+	// only the jobs of tenants assigned to it (PATCH /tenants/{t}).
+	Pool string `json:"pool"`
 	GPUs            string   `json:"gpus"`     // auto | none | fake:SPEC
 	Executor        string   `json:"executor"` // "" (auto) | process | docker
 	ObjectStore     string   `json:"object_store"`
@@ -130,6 +133,7 @@ func Defaults() Config {
 		BootstrapExpect: 3,
 		Voter:           "auto",
 		Region:          "local",
+		Pool:            scheduler.PoolShared,
 		GPUs:            "auto",
 		LeaseTTL:        Duration(9 * time.Second),
 		MaxUploadBytes:  1 << 30,
@@ -158,6 +162,7 @@ const (
 	EnvBind           = "PWMESH_BIND"
 	EnvJoin           = "PWMESH_JOIN"
 	EnvRegion         = "PWMESH_REGION"
+	EnvPool           = "PWMESH_POOL"
 	EnvGPUs           = "PWMESH_GPUS"
 	EnvObjectStore    = "PWMESH_OBJECT_STORE"
 	EnvClusterKey     = "PWMESH_CLUSTER_KEY"
@@ -178,6 +183,7 @@ func (c *Config) LoadEnv(getenv func(string) string) {
 	set(&c.HTTPAddr, EnvHTTP)
 	set(&c.Bind, EnvBind)
 	set(&c.Region, EnvRegion)
+	set(&c.Pool, EnvPool)
 	set(&c.GPUs, EnvGPUs)
 	set(&c.ObjectStore, EnvObjectStore)
 	set(&c.ClusterKeyFile, EnvClusterKey)
@@ -241,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Region == "" || strings.ContainsAny(c.Region, " \t\r\n/") {
 		bad("--region %q: want a label without spaces or slashes", c.Region)
+	}
+	if !scheduler.ValidPool(c.Pool) {
+		bad("--pool %q: want shared or a name of lower-case letters, digits and '-'", c.Pool)
 	}
 	if c.GPUs != "auto" && c.GPUs != "none" && !strings.HasPrefix(c.GPUs, "fake:") {
 		bad("--gpus %q: want auto, none or fake:SPEC (e.g. fake:2xA100-80GB)", c.GPUs)

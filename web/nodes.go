@@ -22,6 +22,7 @@ type gpuView struct {
 type nodeView struct {
 	ID     string    `json:"id"`
 	Region string    `json:"region"`
+	Pool   string    `json:"pool"`
 	Role   string    `json:"role"`
 	State  string    `json:"state"`
 	GPUs   []gpuView `json:"gpus"`
@@ -38,7 +39,10 @@ func (s *Server) listNodes(_ http.ResponseWriter, _ *http.Request, _ *caller) (a
 	nodes := s.deps.State.Nodes()
 	out := nodeList{Nodes: make([]nodeView, 0, len(nodes))}
 	for _, n := range nodes {
-		v := nodeView{ID: n.ID, Region: n.Region, State: n.State, GPUs: make([]gpuView, 0, len(n.GPUs))}
+		v := nodeView{ID: n.ID, Region: n.Region, Pool: n.Pool, State: n.State, GPUs: make([]gpuView, 0, len(n.GPUs))}
+		if v.Pool == "" {
+			v.Pool = scheduler.PoolShared
+		}
 		switch {
 		case leader != "" && n.ID == leader:
 			v.Role = scheduler.RoleLeader

@@ -28,11 +28,11 @@ func TestListNodes(t *testing.T) {
 	r = e.do("GET", "/nodes", e.acme, nil)
 	wantStatus(t, r, http.StatusOK)
 	want := `{"nodes":[` +
-		`{"id":"a","region":"eu","role":"follower","state":"ready","gpus":[` +
+		`{"id":"a","region":"eu","pool":"shared","role":"follower","state":"ready","gpus":[` +
 		`{"index":0,"model":"H100","memory_mb":81920,"utilization":0.5,"uuid":"GPU-a0","memory_used_mb":0,"temperature_c":0,"healthy":true},` +
 		`{"index":1,"model":"H100","memory_mb":81920,"utilization":0,"uuid":"GPU-a1","memory_used_mb":512,"temperature_c":66,"healthy":false,"problem":"XID 79"}]},` +
-		`{"id":"b","region":"eu","role":"leader","state":"ready","gpus":[]},` +
-		`{"id":"c","region":"us","role":"worker","state":"down","gpus":[]}]}`
+		`{"id":"b","region":"eu","pool":"shared","role":"leader","state":"ready","gpus":[]},` +
+		`{"id":"c","region":"us","pool":"shared","role":"worker","state":"down","gpus":[]}]}`
 	if got := strings.TrimSpace(string(r.body)); got != want {
 		t.Fatalf("nodes\n got %s\nwant %s", got, want)
 	}

@@ -404,9 +404,15 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 		w.finish(ctx, j, scheduler.StateFailed, nil, jerr)
 		return
 	}
-	timeout := time.Duration(j.Timeout)
+	// The attempt's limit: the job's timeout, or less when the leader cut
+	// it to the GPU-minutes the tenant has left (Lease.Limit).
+	limit, limitQuota := time.Duration(j.Timeout), ""
+	if j.Lease != nil && j.Lease.Limit > 0 && time.Duration(j.Lease.Limit) < limit {
+		limit, limitQuota = time.Duration(j.Lease.Limit), j.Lease.LimitQuota
+	}
+	timeout := limit
 	if j.StartedAt != nil {
-		timeout = j.StartedAt.Add(time.Duration(j.Timeout)).Sub(started)
+		timeout = j.StartedAt.Add(limit).Sub(started)
 	}
 	if timeout <= 0 {
 		timeout = time.Millisecond
@@ -420,7 +426,12 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 	}
 	switch {
 	case errors.Is(err, ErrTimeout):
-		w.finish(ctx, j, scheduler.StateTimedOut, nil, &scheduler.JobError{Code: "timed_out", Message: fmt.Sprintf("stopped after its timeout of %s", time.Duration(j.Timeout))})
+		jerr := &scheduler.JobError{Code: "timed_out", Message: fmt.Sprintf("stopped after its timeout of %s", limit)}
+		if limitQuota != "" {
+			jerr = &scheduler.JobError{Code: "quota_exceeded", Message: fmt.Sprintf(
+				"stopped after %s: the tenant's %s quota was used up (the job's timeout of %s was cut to what was left)", limit, limitQuota, time.Duration(j.Timeout))}
+		}
+		w.finish(ctx, j, scheduler.StateTimedOut, nil, jerr)
 		return
 	case err != nil:
 		jerr := &scheduler.JobError{Code: "workload_failed", Message: err.Error()}

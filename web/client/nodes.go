@@ -11,6 +11,7 @@ import (
 type Node struct {
 	ID     string `json:"id"`
 	Region string `json:"region"`
+	Pool   string `json:"pool"`
 	Role   string `json:"role"`
 	State  string `json:"state"`
 	GPUs   []GPU  `json:"gpus"`
