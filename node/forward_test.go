@@ -238,6 +238,9 @@ func resultScenario(at time.Time) []step {
 		fixed(&scheduler.TouchKeys{At: at, Used: map[string]time.Time{"key_acme": exp}}),
 		fixed(&scheduler.RevokeKey{At: at, ID: "key_acme", Tenant: "acme"}),
 		fixed(&scheduler.PruneJobs{At: at, JobsBefore: at.Add(time.Second), IdempotencyBefore: at.Add(time.Second)}),
+		fixed(&scheduler.SetTenant{At: at, Tenant: "acme", Tier: ptrTo("free"), Pool: ptrTo("gpu-a"),
+			Quotas: map[string]*float64{scheduler.QuotaGPUMinutes: ptrTo(2.5)}}),
+		fixed(&scheduler.MeterCalls{At: at, Node: "n1", Incarnation: "i1", Seq: 1, Calls: map[string]int64{"acme": 3}}),
 	}
 }
 
@@ -274,3 +277,5 @@ func TestForwardedResultsMatchLocal(t *testing.T) {
 		}
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }
