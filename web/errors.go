@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -20,6 +21,9 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error
+	// RetryAfter, when above 0, is sent as the Retry-After header (in
+	// whole seconds, rounded up).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -78,6 +82,8 @@ func classify(err error) *Error {
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "this key may not make this change", Err: err}
 	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrStaleToken):
 		return &Error{Status: http.StatusConflict, Code: "conflict", Message: scrubPaths(err.Error()), Err: err}
+	case errors.Is(err, scheduler.ErrQuota):
+		return &Error{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrNotLeader), errors.Is(err, scheduler.ErrNoLeader):
@@ -112,4 +118,27 @@ func scrubPaths(msg string) string {
 		}
 		return sub[1] + ".../" + sub[2]
 	})
+}
+
+// retryAfter is how long a client refused with e (for err) should wait
+// before it tries again: e's own RetryAfter, else for a quota that renews,
+// the time to its renewal at now: the next UTC day for API calls, the next
+// UTC month for GPU-minutes. Storage and queued jobs free up when the
+// tenant acts, not with time: none.
+func retryAfter(e *Error, err error, now time.Time) time.Duration {
+	if e.RetryAfter > 0 {
+		return e.RetryAfter
+	}
+	if e.Code != "quota_exceeded" {
+		return 0
+	}
+	now = now.UTC()
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	switch scheduler.QuotaOf(err) {
+	case scheduler.QuotaAPICalls:
+		return day.AddDate(0, 0, 1).Sub(now)
+	case scheduler.QuotaGPUMinutes:
+		return time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0).Sub(now)
+	}
+	return 0
 }

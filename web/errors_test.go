@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/scheduler"
@@ -24,6 +25,7 @@ func TestClassify(t *testing.T) {
 		{wrap(scheduler.ErrConflict), 409, "conflict"},
 		{wrap(scheduler.ErrStaleToken), 409, "conflict"},
 		{wrap(scheduler.ErrInvalid), 400, "invalid"},
+		{wrap(scheduler.ErrQuota), 429, "quota_exceeded"},
 		{wrap(scheduler.ErrNotLeader), 503, "no_leader"},
 		{wrap(scheduler.ErrNoLeader), 503, "no_leader"},
 		{fmt.Errorf("open: %w", cas.ErrNotFound), 404, "not_found"},
@@ -40,6 +42,40 @@ func TestClassify(t *testing.T) {
 	// Server faults do not leak their cause to the client.
 	if e := classify(errors.New("disk on fire at /var/lib")); e.Message != "internal error" {
 		t.Errorf("message %q", e.Message)
+	}
+}
+
+// A quota's 429 says when to retry where the quota renews with time: API
+// calls at the next UTC day, GPU-minutes at the next UTC month; storage
+// and queued jobs free up when the tenant acts: no Retry-After.
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 31, 23, 59, 30, 0, time.UTC)
+	quota := func(name string) error {
+		return fmt.Errorf("node: forward submit_job: %w", scheduler.ErrorOfKind("quota_exceeded",
+			"submit job j1: quota exceeded: "+name+": tenant acme is at its limit"))
+	}
+	for _, c := range []struct {
+		err  error
+		want time.Duration
+	}{
+		{quota(scheduler.QuotaAPICalls), 30 * time.Second},
+		{quota(scheduler.QuotaGPUMinutes), 30 * time.Second},
+		{quota(scheduler.QuotaStorage), 0},
+		{quota(scheduler.QuotaQueued), 0},
+		{scheduler.ErrConflict, 0},
+		{&Error{Status: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 1500 * time.Millisecond}, 1500 * time.Millisecond},
+	} {
+		if got := retryAfter(classify(c.err), c.err, now); got != c.want {
+			t.Errorf("retryAfter(%v) = %s, want %s", c.err, got, c.want)
+		}
+	}
+	mid := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
+	if got := retryAfter(classify(quota(scheduler.QuotaAPICalls)), quota(scheduler.QuotaAPICalls), mid); got != 12*time.Hour {
+		t.Errorf("calls at noon: %s", got)
+	}
+	if got := retryAfter(classify(quota(scheduler.QuotaGPUMinutes)), quota(scheduler.QuotaGPUMinutes), mid); got != (16*24+12)*time.Hour {
+		t.Errorf("GPU-minutes mid-March: %s", got)
 	}
 }
 

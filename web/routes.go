@@ -61,6 +61,11 @@ func (s *Server) routes() http.Handler {
 
 	api("GET /nodes", http.StatusOK, private, s.listNodes)
 	api("GET /usage", http.StatusOK, private, s.getUsage)
+	api("GET /usage/invoice", http.StatusOK, private, s.getInvoice)
+	api("GET /admin/usage", http.StatusOK, private, s.adminUsage)
+	api("GET /tenants", http.StatusOK, private, s.listTenants)
+	api("GET /tenants/{tenant}", http.StatusOK, private, s.getTenant)
+	api("PATCH /tenants/{tenant}", http.StatusOK, private, s.patchTenant)
 	api("POST /keys", http.StatusCreated, private, s.createKey)
 	api("GET /keys", http.StatusOK, private, s.listKeys)
 	api("DELETE /keys/{id}", http.StatusNoContent, private, s.deleteKey)
@@ -173,6 +178,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		"status", e.Status, "code", e.Code, "request_id", reqID, "err", err)
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pwmesh"`)
+	}
+	if d := retryAfter(e, err, s.now()); d > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
 	}
 	s.writeJSON(w, e.Status, errorBody{errorDetail{e.Code, msg}})
 }

@@ -62,11 +62,16 @@ type State interface {
 	Dataset(id string) (scheduler.Dataset, bool)
 	Datasets(tenant string) []scheduler.Dataset
 	Nodes() []scheduler.Node
+	// Tenants lists every tenant, sorted by name.
+	Tenants() []scheduler.Tenant
 	// StoredBytes is a tenant's stored content, each object counted once.
 	StoredBytes(tenant string) int64
-	// PrunedGPUTime is the GPU time (GPUs × run time) of tenant's jobs
-	// that started in month ("2006-01", UTC) and whose records were pruned.
-	PrunedGPUTime(tenant, month string) time.Duration
+	// Usage is a tenant's month (any time in it) from the usage ledger,
+	// running attempts counted up to now.
+	Usage(tenant string, month, now time.Time) scheduler.TenantUsage
+	// UsageTenants lists the tenants with a record or usage in the month
+	// of month, sorted.
+	UsageTenants(month time.Time) []string
 	// Watch returns a channel closed at the next change of the state.
 	Watch() <-chan struct{}
 }

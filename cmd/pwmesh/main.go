@@ -1,7 +1,7 @@
 // Command pwmesh is the one pwmesh binary: `pwmesh agent` starts a node, and
-// the other subcommands (job, dataset, nodes, usage, key, bundle, version)
-// are the client CLI of CONTRACT.md §5, talking to the node at $PWMESH_ADDR
-// with the API key in $PWMESH_TOKEN.
+// the other subcommands (job, dataset, nodes, usage, key, tenant, bundle,
+// version) are the client CLI of CONTRACT.md §5, talking to the node at
+// $PWMESH_ADDR with the API key in $PWMESH_TOKEN.
 //
 // Every client command prints a human table or text by default and the API's
 // JSON with --json. Errors go to stderr as "pwmesh: <message>"; a failure
@@ -120,6 +120,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.nodesCmd(),
 		a.usageCmd(),
 		a.keyCmd(),
+		a.tenantCmd(),
 		a.bundleCmd(),
 		a.versionCmd(),
 	)

@@ -186,6 +186,20 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"dataset", "download"},
 		{"dataset", "download", "ds-1", "--progress", "sometimes"},
 		{"usage", "--month", "2025-13"},
+		{"usage", "--month", "2025-3"},
+		{"usage", "--csv", "--json"},
+		{"usage", "--invoice", "extra"},
+		{"tenant"},
+		{"tenant", "get"},
+		{"tenant", "set", "acme"},
+		{"tenant", "set", "acme", "--tier", "gold"},
+		{"tenant", "set", "acme", "--pool", "Not A Pool"},
+		{"tenant", "set", "acme", "--quota", "gpu_hours=5"},
+		{"tenant", "set", "acme", "--quota", "storage_bytes"},
+		{"tenant", "set", "acme", "--quota", "storage_bytes=-1"},
+		{"tenant", "set", "acme", "--quota", "storage_bytes=lots"},
+		{"tenant", "set", "acme", "--quota", "queued_jobs=1", "--quota", "queued_jobs=default"},
+		{"tenant", "set", "acme", "--pool-only=maybe"},
 		{"key", "create", "--tenant", "acme"},
 		{"key", "create", "--tenant", "acme", "--tier", "gold"},
 		{"bundle", "verify"},
@@ -206,7 +220,7 @@ func TestHelpExits0(t *testing.T) {
 	t.Parallel()
 	r := cli(t, "", nil, "--help")
 	r.wantCode(t, 0)
-	for _, sub := range []string{"agent", "job", "dataset", "nodes", "usage", "key", "bundle", "version"} {
+	for _, sub := range []string{"agent", "job", "dataset", "nodes", "usage", "key", "tenant", "bundle", "version"} {
 		if !strings.Contains(r.stdout, sub) {
 			t.Errorf("help does not list %q:\n%s", sub, r.stdout)
 		}

@@ -79,6 +79,76 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+func TestUsageInvoice(t *testing.T) {
+	t.Parallel()
+	const csvBody = "item,quantity,free,billable,unit_price,amount\ngpu_minutes,25.5,10,15.5,0.5,7.75\ntotal,,,,,7.75\n"
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"GET /usage/invoice": func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("month") != "2026-03" {
+				apiError(w, http.StatusBadRequest, "invalid_month", "month "+r.URL.Query().Get("month"))
+				return
+			}
+			if r.URL.Query().Get("tenant") == "globex" {
+				apiError(w, http.StatusForbidden, "forbidden", "only an admin key may read another tenant's usage")
+				return
+			}
+			if r.Header.Get("Accept") == "text/csv" {
+				w.Header().Set("Content-Type", "text/csv")
+				_, _ = io.WriteString(w, csvBody)
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"tenant": "acme", "month": "2026-03", "currency": "USD",
+				"lines": []map[string]any{
+					{"item": "gpu_minutes", "quantity": 25.5, "free": 10, "billable": 15.5, "unit_price": 0.5, "amount": 7.75, "amount_cents": 775},
+					{"item": "storage_gb_months", "quantity": 2.345678901, "free": 1, "billable": 1.345678901, "unit_price": 0.02, "amount": 0.03, "amount_cents": 3},
+					{"item": "api_calls", "quantity": 100, "free": 100, "billable": 0, "unit_price": 0.001, "amount": 0, "amount_cents": 0},
+				}, "total": 7.78, "total_cents": 778})
+		},
+	})
+	r := cli(t, addr, nil, "usage", "--invoice", "--month", "2026-03")
+	r.wantCode(t, 0)
+	want := []string{
+		"Invoice of acme for 2026-03 (USD)",
+		"ITEM QUANTITY FREE BILLABLE UNIT PRICE AMOUNT",
+		"gpu_minutes 25.5 10 15.5 0.5 7.75",
+		"storage_gb_months 2.345678901 1 1.345678901 0.02 0.03",
+		"api_calls 100 100 0 0.001 0.00",
+		"TOTAL 7.78",
+	}
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("invoice:\n%s", r.stdout)
+	}
+	for i, l := range lines {
+		if got := strings.Join(strings.Fields(l), " "); got != want[i] {
+			t.Errorf("line %d = %q, want %q", i, got, want[i])
+		}
+	}
+	r = cli(t, addr, nil, "usage", "--invoice", "--month", "2026-03", "--json")
+	r.wantCode(t, 0)
+	var inv struct {
+		Total      float64 `json:"total"`
+		TotalCents int64   `json:"total_cents"`
+		Lines      []any   `json:"lines"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &inv); err != nil || inv.Total != 7.78 || inv.TotalCents != 778 || len(inv.Lines) != 3 {
+		t.Errorf("--json = %q: %v", r.stdout, err)
+	}
+	// --csv prints the node's CSV as it is, and implies --invoice.
+	for _, args := range [][]string{{"usage", "--invoice", "--csv", "--month", "2026-03"}, {"usage", "--csv", "--month", "2026-03"}} {
+		r = cli(t, addr, nil, args...)
+		r.wantCode(t, 0)
+		if r.stdout != csvBody {
+			t.Errorf("%q: stdout %q", args, r.stdout)
+		}
+	}
+	r = cli(t, addr, nil, "usage", "--invoice", "--month", "2026-03", "--tenant", "globex")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "403 forbidden") {
+		t.Errorf("another tenant's invoice: %q", r.stderr)
+	}
+}
+
 func TestKeyCreate(t *testing.T) {
 	t.Parallel()
 	addr := fakeAPI(t, map[string]http.HandlerFunc{
