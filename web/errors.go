@@ -83,7 +83,7 @@ func classify(err error) *Error {
 	case errors.Is(err, scheduler.ErrConflict), errors.Is(err, scheduler.ErrStaleToken):
 		return &Error{Status: http.StatusConflict, Code: "conflict", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrQuota):
-		return &Error{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: scrubPaths(err.Error()), Err: err}
+		return &Error{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: scrubPaths(quotaMessage(err)), Err: err}
 	case errors.Is(err, scheduler.ErrInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: scrubPaths(err.Error()), Err: err}
 	case errors.Is(err, scheduler.ErrNotLeader), errors.Is(err, scheduler.ErrNoLeader):

@@ -349,8 +349,40 @@ func (s *Server) getJob(_ http.ResponseWriter, r *http.Request, c *caller) (any,
 	if err != nil {
 		return nil, err
 	}
+	// ?wait=30s (an extension): answer when the job leaves the state it
+	// is in (or ?state=, the one the client last saw), or when the wait
+	// is over, so that following a job costs a call per change, not one a
+	// second against a tenant's daily calls.
+	q := r.URL.Query()
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxJobWait {
+			return nil, badRequest("invalid_wait", "wait must be a duration from 0s to %s, e.g. 30s", maxJobWait)
+		}
+		from := j.State
+		if st := q.Get("state"); st != "" {
+			if !scheduler.ValidState(st) {
+				return nil, badRequest("invalid_state", "state %q is not one of queued, running, succeeded, failed, cancelled, timed_out", st)
+			}
+			from = st
+		}
+		id := j.ID
+		s.awaitFor(r.Context(), d, func() bool {
+			cur, ok := s.deps.State.Job(id)
+			if ok {
+				j = cur
+			}
+			return !ok || cur.State != from
+		})
+		if r.Context().Err() != nil {
+			return nil, r.Context().Err()
+		}
+	}
 	return jobView(j), nil
 }
+
+// maxJobWait bounds GET /jobs/{id}?wait=, well within the write timeout.
+const maxJobWait = 50 * time.Second
 
 type jobList struct {
 	Jobs       []scheduler.Job `json:"jobs"`

@@ -122,6 +122,11 @@ func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
 				s.writeError(w, r, err)
 				return
 			}
+			if err := s.admit(r, c); err != nil {
+				s.drain(w, r, body)
+				s.writeError(w, r, err)
+				return
+			}
 			r = r.WithContext(scheduler.WithCaller(r.Context(), c.secret))
 		}
 		v, err := h(w, r, c)

@@ -36,6 +36,9 @@ type Config struct {
 	// KeyUseInterval is how often Run records the key uses this node saw
 	// in the replicated state (default 1m).
 	KeyUseInterval time.Duration
+	// RateLimits are the per-key request rates by tier on this node (nil:
+	// DefaultRateLimits; a tier absent: no limit).
+	RateLimits map[string]RateLimit
 	// Registry is the node's own Prometheus registry; the Server registers
 	// its metrics on it and serves it at GET /metrics. Required.
 	Registry *prometheus.Registry
@@ -157,6 +160,9 @@ type Deps struct {
 	// image (asked only of jobs that name one); an error answers 403
 	// "image_not_allowed" with its text. nil accepts any image.
 	ValidateImage func(priority, image string) error
+	// Meter counts every authenticated call exactly before it is served
+	// (nil: calls are not metered, e.g. in tests of other things).
+	Meter Meter
 	// NewID returns a fresh opaque ID with the given prefix (default:
 	// prefix + 20 random hex characters).
 	NewID func(prefix string) string
@@ -169,6 +175,7 @@ type Server struct {
 	metrics *httpMetrics
 	handler http.Handler
 	uses    keyUses
+	limits  limiters
 }
 
 // New validates cfg and deps, registers the metrics on cfg.Registry and
@@ -195,6 +202,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = utcClock{}
+	}
+	if cfg.RateLimits == nil {
+		cfg.RateLimits = DefaultRateLimits
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -238,6 +248,12 @@ const awaitLimit = 2 * time.Second
 // passes. A write forwarded to the leader is committed before Apply returns,
 // but this node's replica may apply it a moment later.
 func (s *Server) await(ctx context.Context, ok func() bool) bool {
+	return s.awaitFor(ctx, awaitLimit, ok)
+}
+
+// awaitFor waits until ok holds on the local state, ctx ends or limit
+// passes.
+func (s *Server) awaitFor(ctx context.Context, limit time.Duration, ok func() bool) bool {
 	var timer *time.Timer
 	for {
 		changed := s.deps.State.Watch()
@@ -245,7 +261,7 @@ func (s *Server) await(ctx context.Context, ok func() bool) bool {
 			return true
 		}
 		if timer == nil {
-			timer = time.NewTimer(awaitLimit)
+			timer = time.NewTimer(limit)
 			defer timer.Stop()
 		}
 		select {

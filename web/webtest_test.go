@@ -77,7 +77,9 @@ func newEnv(t testing.TB, opts ...option) *env {
 		clock:   &fakeClock{now: testNow},
 		reg:     prometheus.NewRegistry(),
 	}
-	cfg := web.Config{NodeID: "n1", Clock: e.clock, Registry: e.reg}
+	// No rate limits: the fake clock never refills a bucket (limits_test.go
+	// tests them on their own).
+	cfg := web.Config{NodeID: "n1", Clock: e.clock, Registry: e.reg, RateLimits: map[string]web.RateLimit{}}
 	deps := web.Deps{State: fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: e.cluster, Logs: e.logs, JobTypes: testJobTypes}
 	for _, o := range opts {
 		o(&cfg, &deps)

@@ -78,11 +78,13 @@ func (c *Client) CancelJob(ctx context.Context, id string) (scheduler.Job, error
 	return j, err
 }
 
-// WaitJob polls the job every poll (1s when poll <= 0) until it reaches a
-// terminal state and returns it. It returns early with ctx's error, together
-// with the last job seen, when ctx ends. A 502, 503 or 504 answer (no leader
-// yet, a node in between restarting) is retried at the next tick; any other
-// error ends the wait.
+// WaitJob follows the job until it reaches a terminal state and returns
+// it. Each request asks the node to answer when the state changes
+// (GET /jobs/{id}?wait=), so a wait costs a call per change of state (or
+// per 30 s), not one per poll; poll (1s when <= 0) spaces the retries of a
+// 502, 503 or 504 answer (no leader yet, a node in between restarting).
+// Any other error ends the wait; ctx's end returns its error together with
+// the last job seen.
 func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (scheduler.Job, error) {
 	if poll <= 0 {
 		poll = time.Second
@@ -91,16 +93,17 @@ func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (sc
 	if err != nil || scheduler.Terminal(j.State) {
 		return j, err
 	}
-	t := time.NewTicker(poll)
-	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		next, err := c.waitJobChange(ctx, id, j.State, 30*time.Second)
+		if ctx.Err() != nil {
 			return j, fmt.Errorf("pwmesh: wait for job %s (last state %s): %w", id, j.State, ctx.Err())
-		case <-t.C:
 		}
-		next, err := c.GetJob(ctx, id)
 		if transient(err) {
+			select {
+			case <-ctx.Done():
+				return j, fmt.Errorf("pwmesh: wait for job %s (last state %s): %w", id, j.State, ctx.Err())
+			case <-time.After(poll):
+			}
 			continue // e.g. 503 while a new leader is elected
 		}
 		if err != nil {
@@ -111,6 +114,15 @@ func (c *Client) WaitJob(ctx context.Context, id string, poll time.Duration) (sc
 			return j, nil
 		}
 	}
+}
+
+// waitJobChange asks for the job once it is no longer in state from, or
+// after wait (GET /jobs/{id}?wait=&state=).
+func (c *Client) waitJobChange(ctx context.Context, id, from string, wait time.Duration) (scheduler.Job, error) {
+	var j scheduler.Job
+	q := url.Values{"wait": {wait.String()}, "state": {from}}
+	err := c.doJSON(ctx, request{method: http.MethodGet, path: pathf("/jobs/%s", id), query: q}, &j)
+	return j, err
 }
 
 // Logs returns the job's log text. With follow the node keeps the stream
