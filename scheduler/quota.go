@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,19 +68,72 @@ func (s *state) quota(tenant, name string) (float64, bool) {
 	return v, ok
 }
 
+// OperatorBound names the bound on the compiled operator one job may make
+// (the workload's M×N sign bits, which land in the shared operator cache
+// and count to the tenant's storage). It is a tier's, not a quota an
+// operator overrides: refusals name it as they name a quota.
+const OperatorBound = "operator_bytes"
+
+// tierOperatorBytes bounds, by tier, the compiled operator one job may
+// make, in bytes of sign bits; a tier absent has no bound beyond the
+// workload's own maximum (a 256×256 image at sampling 1: 512 MiB).
+var tierOperatorBytes = map[string]int64{
+	PriorityFree: 16 << 20, // e.g. a 128×128 image at sampling 0.5
+}
+
+// MaxOperatorBytes is the bound of tier on the compiled operator one job
+// may make, and whether it has one. An empty tier counts as free.
+func MaxOperatorBytes(tier string) (int64, bool) {
+	if tier == "" {
+		tier = PriorityFree
+	}
+	n, ok := tierOperatorBytes[tier]
+	return n, ok
+}
+
+// MaxOperatorBytes is the bound of the tenant's tier on one job's compiled
+// operator; a reserved tenant (the bootstrap admin's) has none.
+func (t *Tenant) MaxOperatorBytes() (int64, bool) {
+	if ReservedTenant(t.Name) {
+		return 0, false
+	}
+	return MaxOperatorBytes(t.Tier)
+}
+
+// OperatorTooLarge is the refusal of a job of tier whose compiled operator
+// of need bytes passes the tier's bound: an ErrQuota error that names
+// OperatorBound, the bound and the tier.
+func OperatorTooLarge(tier string, need, bound int64) error {
+	return quotaErr(OperatorBound, "the job would compile a %s operator; the %s tier's bound is %s per job (use a smaller size or sampling)",
+		FormatMiB(need), tier, FormatMiB(bound))
+}
+
+// FormatMiB writes a byte count in MiB for messages: "16 MiB", "0.5 MiB".
+func FormatMiB(n int64) string {
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', -1, 64) + " MiB"
+}
+
+// QuotaExceeded is a refusal for quota name, as the FSM words its own: an
+// ErrQuota error that QuotaOf names. The API uses it to refuse early what
+// the FSM would refuse.
+func QuotaExceeded(name string, format string, a ...any) error {
+	return quotaErr(name, format, a...)
+}
+
 // ErrQuota: the tenant is at a quota (the web layer answers 429
 // quota_exceeded). Messages name the quota (QuotaOf).
 func quotaErr(name string, format string, a ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrQuota, name, fmt.Sprintf(format, a...))
 }
 
-// QuotaOf names the quota an ErrQuota error is about ("" when none).
+// QuotaOf names the quota (or OperatorBound) an ErrQuota error is about
+// ("" when none).
 func QuotaOf(err error) string {
 	if err == nil {
 		return ""
 	}
 	msg := err.Error()
-	for _, q := range QuotaNames {
+	for _, q := range append(slices.Clone(QuotaNames), OperatorBound) {
 		if strings.Contains(msg, ErrQuota.Error()+": "+q+":") {
 			return q
 		}

@@ -331,3 +331,39 @@ func TestPoolPlacement(t *testing.T) {
 		t.Fatalf("a pinned tenant's job in the shared pool: %v", err)
 	}
 }
+
+func TestMaxOperatorBytes(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		tier string
+		want int64
+		ok   bool
+	}{
+		{PriorityFree, 16 << 20, true},
+		{"", 16 << 20, true}, // an unset tier is free
+		{PriorityPaid, 0, false},
+		{PrioritySprint, 0, false},
+	} {
+		if n, ok := MaxOperatorBytes(c.tier); n != c.want || ok != c.ok {
+			t.Errorf("MaxOperatorBytes(%q) = %d, %v; want %d, %v", c.tier, n, ok, c.want, c.ok)
+		}
+	}
+	if _, ok := (&Tenant{Name: "admin", Tier: PriorityFree}).MaxOperatorBytes(); ok {
+		t.Error("the reserved tenant has an operator bound")
+	}
+	if n, ok := (&Tenant{Name: "acme", Tier: PriorityFree}).MaxOperatorBytes(); !ok || n != 16<<20 {
+		t.Errorf("a free tenant's bound: %d %v", n, ok)
+	}
+	err := OperatorTooLarge(PriorityFree, 512<<20, 16<<20)
+	if !errors.Is(err, ErrQuota) || QuotaOf(err) != OperatorBound || KindOf(err) != "quota_exceeded" {
+		t.Fatalf("OperatorTooLarge: %v (quota %q)", err, QuotaOf(err))
+	}
+	for _, want := range []string{"512 MiB", "16 MiB", "free tier"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	if err := QuotaExceeded(QuotaStorage, "x"); QuotaOf(err) != QuotaStorage {
+		t.Errorf("QuotaExceeded names %q", QuotaOf(err))
+	}
+}
