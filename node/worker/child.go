@@ -25,6 +25,8 @@ func RunChild(ctx context.Context, root string, log io.Writer) int {
 	if err := runChild(ctx, root, log); err != nil {
 		code, exit := "workload_failed", ExitFailed
 		switch {
+		case errors.Is(err, workload.ErrOperatorTooLarge):
+			code, exit = CodeOperatorTooLarge, ExitInvalidInput
 		case errors.Is(err, workload.ErrInvalidParams):
 			code, exit = "invalid_input", ExitInvalidInput
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -50,7 +52,7 @@ func runChild(ctx context.Context, root string, log io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req := workload.Request{Type: spec.Type, Params: p, Log: log}
+	req := workload.Request{Type: spec.Type, Params: p, MaxOperatorBytes: spec.MaxOperatorBytes, Log: log}
 	if t, _ := workload.Lookup(spec.Type); t.NeedsDataset { // ParseParams refused unknown types
 		req.Dataset, err = os.ReadFile(filepath.Join(root, InputDir, DatasetFile))
 		if err != nil {

@@ -36,6 +36,10 @@ type JobSpec struct {
 	Dataset string          `json:"dataset,omitempty"`
 	Attempt int             `json:"attempt"`
 	GPUs    []string        `json:"gpus,omitempty"`
+	// MaxOperatorBytes bounds the compiled operator the job may use
+	// (workload.Request.MaxOperatorBytes), by its tenant's tier
+	// (scheduler.MaxOperatorBytes); 0: no bound.
+	MaxOperatorBytes int64 `json:"max_operator_bytes,omitempty"`
 }
 
 // ChildError is error.json.
@@ -43,6 +47,10 @@ type ChildError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// CodeOperatorTooLarge is the error code of a job whose compiled operator
+// passes its bound (JobSpec.MaxOperatorBytes).
+const CodeOperatorTooLarge = "operator_too_large"
 
 // Exit codes of a child process.
 const (

@@ -27,6 +27,7 @@ type State interface {
 	Jobs(q scheduler.JobFilter) ([]scheduler.Job, uint64)
 	Job(id string) (scheduler.Job, bool)
 	Dataset(id string) (scheduler.Dataset, bool)
+	Tenant(name string) (scheduler.Tenant, bool)
 	Operator(key string) (scheduler.BundleRef, bool)
 	Node(id string) (scheduler.Node, bool)
 	Watch() <-chan struct{}
@@ -395,7 +396,8 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 		w.finish(ctx, j, scheduler.StateFailed, nil, &scheduler.JobError{Code: "image_not_allowed", Message: err.Error()})
 		return
 	}
-	opKey, jerr := w.prepare(ctx, root, j)
+	opBound, opTier := w.operatorBound(j)
+	opKey, jerr := w.prepare(ctx, root, j, opBound)
 	if jerr != nil {
 		if stoppedFromOutside() {
 			return
@@ -437,6 +439,9 @@ func (w *Worker) execute(ctx context.Context, j scheduler.Job) {
 		jerr := &scheduler.JobError{Code: "workload_failed", Message: err.Error()}
 		if ce := readChildError(root); ce != nil {
 			jerr = &scheduler.JobError{Code: ce.Code, Message: ce.Message}
+			if ce.Code == CodeOperatorTooLarge && opBound > 0 {
+				jerr.Message = fmt.Sprintf("%s (the %s tier's bound on one job's compiled operator, %s)", ce.Message, opTier, scheduler.OperatorBound)
+			}
 		}
 		w.finish(ctx, j, scheduler.StateFailed, nil, jerr)
 		return
@@ -543,9 +548,32 @@ func (w *Worker) renew(ctx context.Context, j scheduler.Job) {
 	}
 }
 
-// prepare lays out the job directory: job.json, the dataset and, when the
-// shared cache has it, the compiled operator.
-func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (string, *scheduler.JobError) {
+// operatorBound is the bound on the compiled operator j may make, by its
+// tenant's tier (the job's priority's when the tenant has no record), and
+// that tier; 0 when it has none.
+func (w *Worker) operatorBound(j scheduler.Job) (int64, string) {
+	t, ok := w.state.Tenant(j.Tenant)
+	if !ok {
+		tier := j.Priority
+		if tier != scheduler.PriorityFree && tier != "" {
+			tier = scheduler.PriorityPaid // sprint is a paid tier's priority
+		}
+		t = scheduler.Tenant{Name: j.Tenant, Tier: tier}
+	}
+	if t.Tier == "" {
+		t.Tier = scheduler.PriorityFree
+	}
+	n, ok := t.MaxOperatorBytes()
+	if !ok {
+		return 0, t.Tier
+	}
+	return n, t.Tier
+}
+
+// prepare lays out the job directory: job.json (with maxOp, the bound on
+// the job's compiled operator), the dataset and, when the shared cache has
+// it, the compiled operator.
+func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job, maxOp int64) (string, *scheduler.JobError) {
 	internal := func(err error) (string, *scheduler.JobError) {
 		w.cfg.Logger.Error("worker: prepare", "job_id", j.ID, "err", err)
 		return "", &scheduler.JobError{Code: "internal", Message: "could not prepare the job directory: " + err.Error()}
@@ -556,7 +584,7 @@ func (w *Worker) prepare(ctx context.Context, root string, j scheduler.Job) (str
 			return internal(err)
 		}
 	}
-	spec := JobSpec{ID: j.ID, Type: j.Type, Params: j.Params, Dataset: j.Dataset, Attempt: j.Attempts}
+	spec := JobSpec{ID: j.ID, Type: j.Type, Params: j.Params, Dataset: j.Dataset, Attempt: j.Attempts, MaxOperatorBytes: maxOp}
 	if err := writeJSON(filepath.Join(root, JobFile), spec); err != nil {
 		return internal(err)
 	}

@@ -19,3 +19,18 @@ func JobOperatorKey(jobType string, params json.RawMessage, dataset []byte) (str
 	}
 	return DatasetOperatorKey(dataset)
 }
+
+// JobOperatorBytes is the size (OperatorBytes) of the compiled operator a
+// job's params make, for the job types whose params name their operator
+// (generate_dataset); ok is false for the others, whose operator comes from
+// their dataset, and for params ParseParams refuses.
+func JobOperatorBytes(jobType string, params json.RawMessage) (n int64, ok bool) {
+	if jobType != TypeGenerateDataset {
+		return 0, false
+	}
+	p, err := ParseParams(jobType, params)
+	if err != nil {
+		return 0, false
+	}
+	return OperatorBytes(p.Size, p.Sampling), true
+}

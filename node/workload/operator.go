@@ -56,6 +56,20 @@ func rowsFor(size int, sampling float64) int {
 	return min(max(m, 1), n)
 }
 
+// OperatorBytes is the size of the compiled operator of an image side and
+// a sampling ratio: its M×N sign bits, M·⌈N/8⌉ bytes (the stored form adds
+// a header of under 64 bytes; in memory it is held twice, for A and Aᵀ).
+// Bounds on operators (Request.MaxOperatorBytes) are on this. size and
+// sampling must be valid (see ParseParams).
+func OperatorBytes(size int, sampling float64) int64 {
+	n := size * size
+	return int64(rowsFor(size, sampling)) * int64((n+7)/8)
+}
+
+// ErrOperatorTooLarge: the job's compiled operator would pass the bound its
+// request set (Request.MaxOperatorBytes); nothing was built.
+var ErrOperatorTooLarge = errors.New("workload: compiled operator too large")
+
 // OperatorKeyFor is the compiled-operator cache key: the hex SHA-256 of the
 // code version and the inputs A and L depend on.
 func OperatorKeyFor(size int, sampling float64, operatorSeed int64) string {

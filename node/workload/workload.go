@@ -22,6 +22,11 @@ type Request struct {
 	// When it decodes and matches the job's operator key it is used (a cache
 	// "hit"); otherwise the operator is rebuilt (a "miss").
 	Operator []byte
+	// MaxOperatorBytes bounds the compiled operator the job may use, in
+	// bytes of sign bits (OperatorBytes); 0: no bound beyond the largest
+	// size and sampling. A job over it fails with ErrOperatorTooLarge
+	// before anything is built, a cached copy or not.
+	MaxOperatorBytes int64
 	// Log receives progress lines; may be nil.
 	Log io.Writer
 }
@@ -85,6 +90,13 @@ func (j *job) logf(format string, args ...any) {
 // operator returns the compiled operator for the key, from the request's
 // cached copy when it matches, else built afresh.
 func (j *job) operator(size int, sampling float64, seed int64) (*Operator, error) {
+	if bound := j.req.MaxOperatorBytes; bound > 0 {
+		if n := OperatorBytes(size, sampling); n > bound {
+			m := rowsFor(size, sampling)
+			return nil, fmt.Errorf("%w: size %d at sampling %g makes a %d×%d operator of %s, over this job's bound of %s",
+				ErrOperatorTooLarge, size, sampling, m, size*size, mib(n), mib(bound))
+		}
+	}
 	key := OperatorKeyFor(size, sampling, seed)
 	j.res.OperatorKey = key
 	j.res.Seeds["operator_seed"] = seed
@@ -112,6 +124,11 @@ func (j *job) operator(size int, sampling float64, seed int64) (*Operator, error
 	j.res.Metrics["operator_cache"] = "miss"
 	j.logf("operator %.12s: built (%d×%d, L=%.6g)", key, op.M, op.N, op.L)
 	return op, nil
+}
+
+// mib writes a byte count in MiB, exactly: "32 MiB", "0.5 MiB".
+func mib(n int64) string {
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', -1, 64) + " MiB"
 }
 
 func (j *job) npyArtifact(name string, data []float64, shape ...int) error {
