@@ -53,6 +53,13 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request, c *caller
 	if r.ContentLength > limit {
 		return nil, apiError(http.StatusRequestEntityTooLarge, "too_large", "dataset exceeds %d bytes", limit)
 	}
+	// Refused before the body is stored, as a body too large is (the
+	// refusal drains it). A body of no declared length is stored, and
+	// the FSM refuses the dataset if it passes the quota: its object,
+	// referenced by nothing, is left to garbage collection.
+	if err := s.checkUploadQuota(c, r.ContentLength); err != nil {
+		return nil, err
+	}
 	// An upload may take as long as it needs while its bytes flow; its
 	// answer is written once the dataset is durable, which may take longer
 	// than the server's write timeout.
