@@ -9,11 +9,14 @@ import (
 	"github.com/pwmesh/pwmesh/web"
 )
 
-// jobTypes hands the API the job types of the workload registry.
+// jobTypes hands the API the job types of the workload registry, with the
+// size of the operator a job's params compile (the API bounds it by tier).
 func jobTypes() map[string]web.JobType {
 	m := map[string]web.JobType{}
 	for _, s := range workload.Types() {
-		m[s.Name] = web.JobType{NeedsDataset: s.NeedsDataset, NeedsGPU: s.NeedsGPU}
+		name := s.Name
+		m[name] = web.JobType{NeedsDataset: s.NeedsDataset, NeedsGPU: s.NeedsGPU,
+			OperatorBytes: func(params json.RawMessage) (int64, bool) { return workload.JobOperatorBytes(name, params) }}
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -23,6 +24,17 @@ func TestJobTypesFromRegistry(t *testing.T) {
 		}
 		if err := validateParams(s.Name, nil); err != nil {
 			t.Errorf("%s: defaults refused: %v", s.Name, err)
+		}
+	}
+	// The API learns the size of the operator a generate_dataset's params
+	// compile, and of no other type's.
+	for name, jt := range got {
+		n, ok := jt.OperatorBytes(json.RawMessage(`{"size":256,"sampling":1}`))
+		if name == workload.TypeGenerateDataset && (!ok || n != 512<<20) {
+			t.Errorf("%s: operator of 256 at 1: %d %v, want 512 MiB", name, n, ok)
+		}
+		if name != workload.TypeGenerateDataset && ok {
+			t.Errorf("%s: operator bytes %d from params; its dataset says", name, n)
 		}
 	}
 	if err := validateParams("train", nil); !errors.Is(err, web.ErrUnknownJobType) {

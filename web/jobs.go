@@ -35,6 +35,11 @@ type JobType struct {
 	// NeedsGPU: a job must ask for resources.gpus of at least 1 and name
 	// no dataset (400 invalid_resources).
 	NeedsGPU bool
+	// OperatorBytes, when set, is the size of the compiled operator a job
+	// of this type with these (valid) params would make; ok is false when
+	// its params do not say (its dataset does). A job past its tenant's
+	// tier's bound is refused (429 quota_exceeded).
+	OperatorBytes func(params json.RawMessage) (n int64, ok bool)
 }
 
 // jobType returns the rules of a job type and whether Deps.JobTypes has it.
@@ -227,6 +232,9 @@ func (s *Server) buildJob(c *caller, req jobRequest) (scheduler.Job, error) {
 		if err := s.deps.ValidateImage(prio, req.Image); err != nil {
 			return scheduler.Job{}, &Error{Status: http.StatusForbidden, Code: "image_not_allowed", Message: err.Error(), Err: err}
 		}
+	}
+	if err := s.checkOperatorBound(c, jt, params); err != nil {
+		return scheduler.Job{}, err
 	}
 	return scheduler.Job{
 		ID:        s.deps.NewID("job_"),
