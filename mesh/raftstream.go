@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -22,14 +23,21 @@ const RaftProtocol = "/pwmesh/raft/1.0.0"
 // and a peer is dialled through the addresses the peerstore holds for it
 // (taught by AddPeer, by members' metadata, or learnt by identify when the
 // peer connected to us). Streams are authenticated by libp2p (noise, and
-// the private network with a cluster key), so only mesh members can speak
-// Raft to this node.
+// the private network with a cluster key), so only holders of the key
+// reach this node at all.
+//
+// With RaftAllow, only some of them may speak Raft to this node; without
+// it, all of them may.
 //
 // One transport is live at a time: a second call takes the protocol over
 // from the first. Raft closes the transport on Shutdown; Close closes it
 // too.
-func (m *Mesh) RaftTransport(timeout time.Duration, logger hclog.Logger) raft.Transport {
-	l := m.newStreamLayer()
+func (m *Mesh) RaftTransport(timeout time.Duration, logger hclog.Logger, opts ...RaftOption) raft.Transport {
+	var o raftOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	l := m.newStreamLayer(o.allow)
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: 3,
@@ -38,16 +46,47 @@ func (m *Mesh) RaftTransport(timeout time.Duration, logger hclog.Logger) raft.Tr
 	})
 }
 
+// RaftOption tunes RaftTransport.
+type RaftOption func(*raftOptions)
+
+type raftOptions struct {
+	allow func(peerID string) bool
+}
+
+// RaftAllow makes the transport take inbound Raft streams only from the
+// peers allow says yes to. allow is asked about the remote peer ID of
+// every inbound stream when the stream opens, and again before each read
+// from it, so that a peer that stops being allowed loses the streams it
+// holds as well. A refused stream is reset at once and logged at warn with
+// the peer ID, at most one line per refusalLogEvery (carrying the count of
+// the refusals not logged). allow runs on libp2p's goroutines and on
+// Raft's readers: it must be cheap and safe for concurrent use. Outbound
+// streams (this node's own RPCs and the answers to them) are not filtered.
+func RaftAllow(allow func(peerID string) bool) RaftOption {
+	return func(o *raftOptions) { o.allow = allow }
+}
+
+// ErrRaftPeerRefused is what a read from an inbound Raft stream returns
+// once the transport's allow function refuses its peer.
+var ErrRaftPeerRefused = errors.New("mesh: raft stream refused: peer not allowed")
+
+// refusalLogEvery is the least time between two warnings about refused
+// Raft streams: a peer that opens streams in a loop costs one log line per
+// period, not one per stream.
+const refusalLogEvery = 10 * time.Second
+
 // streamLayer is a raft.StreamLayer whose connections are libp2p streams.
 type streamLayer struct {
 	m        *Mesh
-	accept   chan network.Stream
+	allow    func(peerID string) bool // nil: every peer
+	refusals refusalLog
+	accept   chan *streamConn
 	done     chan struct{}
 	doneOnce sync.Once
 }
 
-func (m *Mesh) newStreamLayer() *streamLayer {
-	l := &streamLayer{m: m, accept: make(chan network.Stream), done: make(chan struct{})}
+func (m *Mesh) newStreamLayer(allow func(peerID string) bool) *streamLayer {
+	l := &streamLayer{m: m, allow: allow, accept: make(chan *streamConn), done: make(chan struct{})}
 	m.life.RLock() // Close sets closed under life, then closes the current layer
 	defer m.life.RUnlock()
 	m.raftMu.Lock()
@@ -65,18 +104,57 @@ func (m *Mesh) newStreamLayer() *streamLayer {
 }
 
 func (l *streamLayer) handle(s network.Stream) {
+	from := s.Conn().RemotePeer().String()
+	if !l.admits(from) {
+		l.refuse(s, from, "open")
+		return
+	}
 	select {
-	case l.accept <- s:
+	case l.accept <- &streamConn{Stream: s, layer: l, remote: from}:
 	case <-l.done:
 		_ = s.Reset()
 	}
 }
 
+// admits asks the allow function about peerID.
+func (l *streamLayer) admits(peerID string) bool { return l.allow == nil || l.allow(peerID) }
+
+// refuse resets s and logs it, rate-limited; at says when it was refused
+// ("open", or "read" for a stream the peer held already).
+func (l *streamLayer) refuse(s network.Stream, peerID, at string) {
+	_ = s.Reset()
+	if ok, others := l.refusals.take(time.Now()); ok {
+		l.m.log.Warn("mesh: raft stream refused: the peer is not allowed to speak Raft to this node",
+			"peer_id", peerID, "at", at, "refusals_not_logged", others)
+	}
+}
+
+// refusalLog rate-limits the warning about refused streams.
+type refusalLog struct {
+	mu      sync.Mutex
+	next    time.Time // no line before this
+	skipped int       // refusals not logged since the last line
+}
+
+// take reports whether a refusal at now gets a log line, and how many
+// refusals went unlogged before it.
+func (r *refusalLog) take(now time.Time) (ok bool, skipped int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Before(r.next) {
+		r.skipped++
+		return false, 0
+	}
+	skipped, r.skipped = r.skipped, 0
+	r.next = now.Add(refusalLogEvery)
+	return true, skipped
+}
+
 // Accept implements net.Listener.
 func (l *streamLayer) Accept() (net.Conn, error) {
 	select {
-	case s := <-l.accept:
-		return &streamConn{Stream: s}, nil
+	case c := <-l.accept:
+		return c, nil
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
@@ -117,8 +195,22 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	return &streamConn{Stream: s}, nil
 }
 
-// streamConn is a libp2p stream seen as a net.Conn.
-type streamConn struct{ network.Stream }
+// streamConn is a libp2p stream seen as a net.Conn. An inbound one (layer
+// set) asks the layer's allow function about its peer before each read.
+type streamConn struct {
+	network.Stream
+	layer  *streamLayer // nil for a stream this node opened
+	remote string       // the peer ID, for layer's checks
+}
+
+// Read implements net.Conn.
+func (c *streamConn) Read(p []byte) (int, error) {
+	if c.layer != nil && !c.layer.admits(c.remote) {
+		c.layer.refuse(c.Stream, c.remote, "read")
+		return 0, ErrRaftPeerRefused
+	}
+	return c.Stream.Read(p)
+}
 
 func (c *streamConn) LocalAddr() net.Addr  { return peerAddr(c.Conn().LocalPeer()) }
 func (c *streamConn) RemoteAddr() net.Addr { return peerAddr(c.Conn().RemotePeer()) }

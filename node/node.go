@@ -57,6 +57,7 @@ type Node struct {
 	mesh     *mesh.Mesh
 	fsm      *scheduler.FSM
 	raft     *scheduler.Raft
+	gate     *raftGate // who may speak Raft to this node
 	fwd      *forwarder
 	worker   *worker.Worker
 	gpus     gpu.Inventory
@@ -281,10 +282,14 @@ func gpuSummary(devs []gpu.Device) string {
 
 func (n *Node) openRaft() error {
 	n.fsm = scheduler.NewFSM(scheduler.WithLogger(n.log))
+	// Only the peers the gate admits may speak Raft to this node.
+	n.gate = newRaftGate(n.mesh.PeerID(), n.mesh, n.log)
+	trans := n.mesh.RaftTransport(10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel),
+		mesh.RaftAllow(n.gate.allow))
 	r, err := scheduler.OpenRaft(scheduler.RaftConfig{
 		NodeID:    n.id,
 		Dir:       filepath.Join(n.cfg.DataDir, "raft"),
-		Transport: n.mesh.RaftTransport(10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel)),
+		Transport: trans,
 		Bootstrap: n.cfg.BootstrapExpect == 1 && n.cfg.Voter != "never",
 		LogOutput: n.cfg.LogOutput,
 		LogLevel:  n.cfg.LogLevel,
@@ -297,6 +302,8 @@ func (n *Node) openRaft() error {
 		return err
 	}
 	n.raft = r
+	n.gate.open(r)
+	n.mesh.Handle(RaftPeersProtocol, n.gate.serve)
 	return nil
 }
 
@@ -530,6 +537,7 @@ func (n *Node) Run(ctx context.Context) error {
 	bg.Go(func() { n.watchGPUs(runCtx) })
 	bg.Go(func() { n.join(runCtx) })
 	bg.Go(func() { n.bootstrapWhenExpected(runCtx) })
+	bg.Go(func() { n.gate.run(runCtx) })
 	bg.Go(func() { n.register(runCtx) })
 	bg.Go(func() { n.claimJobs(runCtx) })
 	bg.Go(func() { _ = n.api.Run(runCtx) }) // records key uses (TouchKeys)
