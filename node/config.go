@@ -33,11 +33,11 @@ type Config struct {
 	Region          string   `json:"region"`
 	// Pool is the node's GPU pool: "shared", or a dedicated pool that runs
 	// only the jobs of tenants assigned to it (PATCH /tenants/{t}).
-	Pool string `json:"pool"`
-	GPUs            string   `json:"gpus"`     // auto | none | fake:SPEC
-	Executor        string   `json:"executor"` // "" (auto) | process | docker
-	ObjectStore     string   `json:"object_store"`
-	ClusterKeyFile  string   `json:"cluster_key"`
+	Pool           string `json:"pool"`
+	GPUs           string `json:"gpus"`     // auto | none | fake:SPEC
+	Executor       string `json:"executor"` // "" (auto) | process | docker
+	ObjectStore    string `json:"object_store"`
+	ClusterKeyFile string `json:"cluster_key"`
 	// MasterKeyFile holds the master keys that wrap tenants' data keys
 	// ("ID HEX" lines, the first active); without it they derive from
 	// the cluster key.
@@ -66,6 +66,10 @@ type Config struct {
 	// (docs/executors.md); the node advertises which, and placement sends
 	// such jobs only to nodes that give it.
 	NoJobNetwork bool `json:"no_job_network"`
+	// NoMetering serves API calls without counting them (a mesh that
+	// bills nobody): no call quota is enforced and usage shows no calls.
+	// Every node of a mesh should agree on it.
+	NoMetering bool `json:"no_metering"`
 	// AllowedImages are the images that paid and sprint jobs may name
 	// (patterns: "registry/org/solver:1", "registry/org/solver" for any of
 	// its tags, "registry/org/*"); free-tier jobs, and every job when the

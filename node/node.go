@@ -30,6 +30,7 @@ import (
 	"github.com/pwmesh/pwmesh/gpu/gpufake"
 	"github.com/pwmesh/pwmesh/gpu/nvml"
 	"github.com/pwmesh/pwmesh/mesh"
+	"github.com/pwmesh/pwmesh/node/metering"
 	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/node/worker/docker"
@@ -48,6 +49,7 @@ type Node struct {
 	id          string
 	incarnation string
 	tokenFile   string
+	meter       *metering.Meter
 	clusterKey  []byte
 
 	registry *prometheus.Registry
@@ -173,6 +175,12 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every API call is counted in the replicated ledger before it is
+	// served (docs/billing.md).
+	n.meter, err = metering.New(metering.Config{Node: n.id, Incarnation: n.incarnation, Apply: n, Clock: cfg.Clock, Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
 	n.api, err = web.New(web.Config{
 		NodeID:         n.id,
 		MaxUploadBytes: cfg.MaxUploadBytes,
@@ -191,6 +199,7 @@ func New(cfg Config) (*Node, error) {
 		ValidateParams: validateParams,
 		JobTypes:       jobTypes(),
 		ValidateImage:  images.Check,
+		Meter:          n.apiMeter(),
 		NewID:          newID,
 	})
 	if err != nil {
@@ -541,6 +550,7 @@ func (n *Node) Run(ctx context.Context) error {
 	bg.Go(func() { n.register(runCtx) })
 	bg.Go(func() { n.claimJobs(runCtx) })
 	bg.Go(func() { _ = n.api.Run(runCtx) }) // records key uses (TouchKeys)
+	bg.Go(func() { _ = n.meter.Run(runCtx) })
 
 	var runErr error
 	select {
@@ -834,7 +844,7 @@ func (n *Node) registration() *scheduler.RegisterNode {
 	if err != nil {
 		n.log.Warn("gpu inventory", "err", err)
 	}
-	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
+	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, Pool: poolOf(n.cfg.Pool), State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
 		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, JobNetwork: n.worker.GrantsNetwork(), Incarnation: n.incarnation,
 		PeerID: n.mesh.PeerID()}
 	node.GPUs = toSchedulerGPUs(devs)
@@ -896,4 +906,20 @@ func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// poolOf is the pool a node registers in: "" for the shared pool.
+func poolOf(p string) string {
+	if p == scheduler.PoolShared {
+		return ""
+	}
+	return p
+}
+
+// apiMeter is what counts the API's calls: nil with --no-metering.
+func (n *Node) apiMeter() web.Meter {
+	if n.cfg.NoMetering {
+		return nil
+	}
+	return n.meter
 }

@@ -83,6 +83,9 @@ then PWMESH_* environment variables, then flags.`,
 			if changed("no-job-network") {
 				cfg.NoJobNetwork = f.NoJobNetwork
 			}
+			if changed("no-metering") {
+				cfg.NoMetering = f.NoMetering
+			}
 			if changed("allowed-images") {
 				cfg.AllowedImages = allowedImages
 			}
@@ -120,6 +123,7 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.GPUs, "gpus", f.GPUs, "auto, none or fake:SPEC such as fake:2xA100-80GB ($PWMESH_GPUS)")
 	fl.StringVar(&f.Executor, "executor", "", "process or docker (default: docker when available, else process)")
 	fl.StringVar(&f.WorkloadImage, "workload-image", "", "docker executor: image of jobs that name none (default pwmesh-workload:latest)")
+	fl.BoolVar(&f.NoMetering, "no-metering", false, "serve API calls without counting them: no daily call quota, no calls in usage and invoices (a mesh that bills nobody)")
 	fl.BoolVar(&f.NoJobNetwork, "no-job-network", false, "docker executor: run every job without network, even one that asks for it (by default a paid job with an image may ask for \"network\": \"bridge\")")
 	fl.StringSliceVar(&allowedImages, "allowed-images", nil, "docker executor: images that paid jobs may name, comma-separated patterns such as registry.example/org/* (default: none, only the built-in workload)")
 	fl.Int64Var(&f.MaxOutputBytes, "max-output-bytes", 0, "largest output one job may leave for the store, in bytes; more fails it with output_too_large (default 4 GiB)")

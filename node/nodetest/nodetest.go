@@ -69,6 +69,10 @@ type Spec struct {
 	NoJobNetwork bool
 	// AllowedImages is the node's --allowed-images.
 	AllowedImages []string
+	// Pool is the node's --pool ("" = shared).
+	Pool string
+	// NoMetering is the node's --no-metering.
+	NoMetering bool
 }
 
 func randomHex(n int) string {
@@ -181,6 +185,10 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	cfg.WorkloadImage = s.WorkloadImage
 	cfg.NoJobNetwork = s.NoJobNetwork
 	cfg.AllowedImages = s.AllowedImages
+	if s.Pool != "" {
+		cfg.Pool = s.Pool
+	}
+	cfg.NoMetering = s.NoMetering
 	cfg.LeaseTTL = node.Duration(5 * time.Second)
 	cfg.FastTimings = true
 	if raceEnabled {
