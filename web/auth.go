@@ -1,11 +1,13 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/pwmesh/pwmesh/scheduler"
 )
@@ -63,7 +65,42 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	h := r.Header.Get("Authorization")
 	scheme, secret, ok := strings.Cut(h, " ")
 	secret = strings.TrimSpace(secret)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" || len(secret) > maxSecretLen {
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, errUnauthorized
+	}
+	return s.authenticateSecret(r.Context(), secret)
+}
+
+// KeyIdentity is what an API key speaks for: the web UI's sign-in reads
+// it (Identify). It never holds the secret or its hash.
+type KeyIdentity struct {
+	ID     string
+	Prefix string // the secret's first characters, for humans
+	Name   string
+	Tenant string
+	Tier   string
+	Admin  bool
+	// ExpiresAt is the key's expiry; nil: none.
+	ExpiresAt *time.Time
+}
+
+// Identify checks an API key secret exactly as a request's bearer is
+// checked (unknown, revoked or expired: 401; a node with no leader yet:
+// 503, both as *Error) and says whom it speaks for. It counts no API
+// call: signing in to the web UI is not one (CONTRACT.md §3).
+func (s *Server) Identify(ctx context.Context, secret string) (KeyIdentity, error) {
+	c, err := s.authenticateSecret(ctx, strings.TrimSpace(secret))
+	if err != nil {
+		return KeyIdentity{}, err
+	}
+	k := c.key
+	return KeyIdentity{ID: k.ID, Prefix: k.Prefix, Name: k.Name, Tenant: k.Tenant, Tier: c.tier(), Admin: k.Admin, ExpiresAt: k.ExpiresAt}, nil
+}
+
+// authenticateSecret finds the key of secret and notes its use; an
+// expired key is refused.
+func (s *Server) authenticateSecret(ctx context.Context, secret string) (*caller, error) {
+	if secret == "" || len(secret) > maxSecretLen {
 		return nil, errUnauthorized
 	}
 	hash := HashKey(secret)
@@ -80,7 +117,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		// node: give it a moment to catch up before saying no. A key this
 		// node has seen before is not new: it was revoked.
 		if h.Role != "leader" && !s.uses.revoked(hash) {
-			s.await(r.Context(), func() bool { k, found = s.deps.State.Key(hash); return found })
+			s.await(ctx, func() bool { k, found = s.deps.State.Key(hash); return found })
 		}
 		if !found {
 			return nil, errUnauthorized
