@@ -86,8 +86,8 @@ func TestAStrangerToTheMeshSeesOnlyThatAndGetsNoKey(t *testing.T) {
 	e := newEnv(t, nil)
 	for _, u := range []*user{
 		{sub: "x1", email: "eve@else.example", tenant: "initech", groups: []string{"mesh-admins"}}, // unknown tenant
-		{sub: "x2", email: "mal@else.example"},                                                  // no claim
-		{sub: "x3", tenant: []string{"acme", "globex"}},                                         // two tenants
+		{sub: "x2", email: "mal@else.example"},                                                     // no claim
+		{sub: "x3", tenant: []string{"acme", "globex"}},                                            // two tenants
 	} {
 		b := newBrowser(t)
 		p := e.signIn(b, e.srv, u, "/ui/jobs", nil)
