@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/web/oidc"
+	"github.com/pwmesh/pwmesh/web/oidc/oidctest"
 )
 
 type started struct {
@@ -57,9 +58,9 @@ var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 // confirm plays the person: open the link, check the code, press the
 // button, sign in at the provider.
-func (e *env) confirm(b *browser, s started, u *user) page {
+func (e *env) confirm(b *oidctest.Browser, s started, u *oidctest.User) oidctest.Page {
 	e.t.Helper()
-	p := b.get(s.URL, nil)
+	p := b.Get(s.URL, nil)
 	if p.Status != http.StatusOK || !strings.Contains(p.Body, s.Code) {
 		e.t.Fatalf("the link's page: %d %s", p.Status, p.Body)
 	}
@@ -70,7 +71,7 @@ func (e *env) confirm(b *browser, s started, u *user) page {
 	if u != nil {
 		e.m.QueueUser(u)
 	}
-	return b.visit(http.MethodPost, s.URL, url.Values{"csrf": {m[1]}}, nil)
+	return b.Visit(http.MethodPost, s.URL, url.Values{"csrf": {m[1]}}, nil)
 }
 
 func TestCLILoginHandsOutAKeyOnce(t *testing.T) {
@@ -94,7 +95,7 @@ func TestCLILoginHandsOutAKeyOnce(t *testing.T) {
 		st, v := e.poll(s.Poll, "30s")
 		got <- answer{st, v}
 	}()
-	p := e.confirm(newBrowser(t), s, &user{sub: "u9", email: "cli@acme.example", tenant: "acme", groups: []string{"mesh-admins"}})
+	p := e.confirm(oidctest.NewBrowser(t), s, &oidctest.User{Subject: "u9", Email: "cli@acme.example", Tenant: "acme", Groups: []string{"mesh-admins"}})
 	if p.Status != http.StatusOK || !strings.Contains(p.Body, "You may close this tab") {
 		t.Fatalf("after the provider: %d %s", p.Status, p.Body)
 	}
@@ -121,7 +122,7 @@ func TestCLILoginHandsOutAKeyOnce(t *testing.T) {
 		t.Fatalf("second poll: %d", st)
 	}
 	// The link is used up too.
-	if p := newBrowser(t).get(s.URL, nil); p.Status != http.StatusNotFound {
+	if p := oidctest.NewBrowser(t).Get(s.URL, nil); p.Status != http.StatusNotFound {
 		t.Fatalf("used link: %d", p.Status)
 	}
 }
@@ -132,7 +133,7 @@ func TestCLILoginRefusals(t *testing.T) {
 
 	// A stranger: the poll says so, once, and no key is made.
 	s := e.startCLI()
-	if p := e.confirm(newBrowser(t), s, &user{sub: "x", tenant: "initech"}); p.Status != http.StatusForbidden {
+	if p := e.confirm(oidctest.NewBrowser(t), s, &oidctest.User{Subject: "x", Tenant: "initech"}); p.Status != http.StatusForbidden {
 		t.Fatalf("stranger's page: %d", p.Status)
 	}
 	if st, v := e.poll(s.Poll, "1s"); st != http.StatusForbidden || v["error"].(map[string]any)["code"] != "no_tenant" {
@@ -145,19 +146,19 @@ func TestCLILoginRefusals(t *testing.T) {
 	// A confirmation posted without the page's token (another site's
 	// form) does not reach the provider.
 	s = e.startCLI()
-	b := newBrowser(t)
-	if p := b.get(s.URL, nil); p.Status != http.StatusOK {
+	b := oidctest.NewBrowser(t)
+	if p := b.Get(s.URL, nil); p.Status != http.StatusOK {
 		t.Fatal(p.Status)
 	}
-	if p := b.visit(http.MethodPost, s.URL, url.Values{"csrf": {"guess"}}, nil); p.Status != http.StatusForbidden {
+	if p := b.Visit(http.MethodPost, s.URL, url.Values{"csrf": {"guess"}}, nil); p.Status != http.StatusForbidden {
 		t.Fatalf("forged confirmation: %d", p.Status)
 	}
-	if p := newBrowser(t).visit(http.MethodPost, s.URL, url.Values{}, nil); p.Status != http.StatusForbidden {
+	if p := oidctest.NewBrowser(t).Visit(http.MethodPost, s.URL, url.Values{}, nil); p.Status != http.StatusForbidden {
 		t.Fatalf("confirmation without the cookie: %d", p.Status)
 	}
 
 	// Unknown links and tokens.
-	if p := newBrowser(t).get(e.srv.URL+oidc.CLILoginPath+"/nosuchlogin", nil); p.Status != http.StatusNotFound {
+	if p := oidctest.NewBrowser(t).Get(e.srv.URL+oidc.CLILoginPath+"/nosuchlogin", nil); p.Status != http.StatusNotFound {
 		t.Fatalf("unknown link: %d", p.Status)
 	}
 	if st, _ := e.poll("nosuchtoken", ""); st != http.StatusNotFound {
@@ -188,7 +189,7 @@ func TestCLILoginRefusals(t *testing.T) {
 	if st, _ := e.poll(s.Poll, ""); st != http.StatusNotFound {
 		t.Fatalf("expired: %d", st)
 	}
-	if p := newBrowser(t).get(s.URL, nil); p.Status != http.StatusNotFound {
+	if p := oidctest.NewBrowser(t).Get(s.URL, nil); p.Status != http.StatusNotFound {
 		t.Fatalf("expired link: %d", p.Status)
 	}
 	e.startCLI()
@@ -200,11 +201,11 @@ func TestCLILoginFinishedPastItsLinkIsRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *oidc.Config) { c.LoginTTL = time.Minute })
 	s := e.startCLI()
-	b := newBrowser(t)
-	p := b.get(s.URL, nil)
+	b := oidctest.NewBrowser(t)
+	p := b.Get(s.URL, nil)
 	m := csrfField.FindStringSubmatch(p.Body)
-	e.m.QueueUser(&user{sub: "u1", tenant: "acme"})
-	p = b.visit(http.MethodPost, s.URL, url.Values{"csrf": {m[1]}}, func(u *url.URL) {
+	e.m.QueueUser(&oidctest.User{Subject: "u1", Tenant: "acme"})
+	p = b.Visit(http.MethodPost, s.URL, url.Values{"csrf": {m[1]}}, func(u *url.URL) {
 		if u.Path == oidc.CallbackPath {
 			e.clock.Advance(time.Minute)
 		}
@@ -224,7 +225,7 @@ func TestCLIPollRetriesAKeyTheNodeCouldNotMake(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	s := e.startCLI()
-	e.confirm(newBrowser(t), s, &user{sub: "u1", tenant: "acme"})
+	e.confirm(oidctest.NewBrowser(t), s, &oidctest.User{Subject: "u1", Tenant: "acme"})
 	e.deps.mu.Lock()
 	e.deps.mintErr = io.ErrUnexpectedEOF // no leader, say
 	e.deps.mu.Unlock()

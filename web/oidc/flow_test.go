@@ -15,6 +15,7 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/pwmesh/pwmesh/web/oidc"
+	"github.com/pwmesh/pwmesh/web/oidc/oidctest"
 )
 
 func TestSignInStartsASessionWithTheTenantAndAdminOfTheToken(t *testing.T) {
@@ -22,15 +23,15 @@ func TestSignInStartsASessionWithTheTenantAndAdminOfTheToken(t *testing.T) {
 	e := newEnv(t, nil)
 	cases := []struct {
 		name  string
-		u     *user
+		u     *oidctest.User
 		admin bool
 	}{
-		{"member", &user{sub: "u1", email: "ann@acme.example", name: "Ann", tenant: "acme", groups: []string{"staff"}}, false},
-		{"admin by group", &user{sub: "u2", email: "bob@acme.example", tenant: "acme", groups: []string{"staff", "mesh-admins"}}, true},
-		{"tenant claim as a list of one", &user{sub: "u3", tenant: []string{"globex"}}, false},
+		{"member", &oidctest.User{Subject: "u1", Email: "ann@acme.example", Name: "Ann", Tenant: "acme", Groups: []string{"staff"}}, false},
+		{"admin by group", &oidctest.User{Subject: "u2", Email: "bob@acme.example", Tenant: "acme", Groups: []string{"staff", "mesh-admins"}}, true},
+		{"tenant claim as a list of one", &oidctest.User{Subject: "u3", Tenant: []string{"globex"}}, false},
 	}
 	for _, c := range cases {
-		b := newBrowser(t)
+		b := oidctest.NewBrowser(t)
 		var authorize url.Values
 		p := e.signIn(b, e.srv, c.u, "/ui/jobs/j1?x=1", func(u *url.URL) {
 			if u.Path == mockoidc.AuthorizationEndpoint {
@@ -54,26 +55,26 @@ func TestSignInStartsASessionWithTheTenantAndAdminOfTheToken(t *testing.T) {
 			}
 		}
 		s := e.deps.lastSession(t)
-		tenant := c.u.tenant
+		tenant := c.u.Tenant
 		if l, ok := tenant.([]string); ok {
 			tenant = l[0]
 		}
-		if s.S.Identity.Tenant != tenant || s.S.Identity.Admin != c.admin || s.S.Identity.Subject != c.u.sub ||
-			s.S.Identity.Email != c.u.email || s.S.Key.Secret != "pwm_secret_"+c.u.sub || s.Next != "/ui/jobs/j1?x=1" {
+		if s.S.Identity.Tenant != tenant || s.S.Identity.Admin != c.admin || s.S.Identity.Subject != c.u.Subject ||
+			s.S.Identity.Email != c.u.Email || s.S.Key.Secret != "pwm_secret_"+c.u.Subject || s.Next != "/ui/jobs/j1?x=1" {
 			t.Fatalf("%s: session %+v", c.name, s)
 		}
 		e.deps.mu.Lock()
 		req := e.deps.minted[len(e.deps.minted)-1]
 		e.deps.mu.Unlock()
-		wantName := "oidc:" + c.u.email
-		if c.u.email == "" {
-			wantName = "oidc:" + c.u.sub
+		wantName := "oidc:" + c.u.Email
+		if c.u.Email == "" {
+			wantName = "oidc:" + c.u.Subject
 		}
 		if req.Name != wantName || req.TTL != oidc.DefaultSessionKeyTTL || req.Identity.Admin != c.admin {
 			t.Fatalf("%s: key request %+v", c.name, req)
 		}
 		// The state cookie was used up.
-		for _, ck := range b.c.Jar.Cookies(mustURL(t, e.srv.URL+oidc.CallbackPath)) {
+		for _, ck := range b.Client.Jar.Cookies(mustURL(t, e.srv.URL+oidc.CallbackPath)) {
 			if strings.HasPrefix(ck.Name, "pwmesh_oidc_") {
 				t.Errorf("%s: state cookie %s left behind", c.name, ck.Name)
 			}
@@ -84,19 +85,19 @@ func TestSignInStartsASessionWithTheTenantAndAdminOfTheToken(t *testing.T) {
 func TestAStrangerToTheMeshSeesOnlyThatAndGetsNoKey(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	for _, u := range []*user{
-		{sub: "x1", email: "eve@else.example", tenant: "initech", groups: []string{"mesh-admins"}}, // unknown tenant
-		{sub: "x2", email: "mal@else.example"},                                                     // no claim
-		{sub: "x3", tenant: []string{"acme", "globex"}},                                            // two tenants
+	for _, u := range []*oidctest.User{
+		{Subject: "x1", Email: "eve@else.example", Tenant: "initech", Groups: []string{"mesh-admins"}}, // unknown tenant
+		{Subject: "x2", Email: "mal@else.example"},                                                     // no claim
+		{Subject: "x3", Tenant: []string{"acme", "globex"}},                                            // two tenants
 	} {
-		b := newBrowser(t)
+		b := oidctest.NewBrowser(t)
 		p := e.signIn(b, e.srv, u, "/ui/jobs", nil)
 		if p.Status != http.StatusForbidden || !strings.Contains(p.Body, "your account is not assigned to a tenant of this mesh; ask an operator") {
-			t.Fatalf("%s: %d %s", u.sub, p.Status, p.Body)
+			t.Fatalf("%s: %d %s", u.Subject, p.Status, p.Body)
 		}
 		for _, leak := range []string{"acme", "globex", "initech", "/ui/jobs"} {
 			if strings.Contains(p.Body, leak) {
-				t.Errorf("%s: the refusal shows %q", u.sub, leak)
+				t.Errorf("%s: the refusal shows %q", u.Subject, leak)
 			}
 		}
 	}
@@ -107,7 +108,7 @@ func TestAStrangerToTheMeshSeesOnlyThatAndGetsNoKey(t *testing.T) {
 	e.deps.mu.Lock()
 	e.deps.mintErr = oidc.ErrNoTenant
 	e.deps.mu.Unlock()
-	p := e.signIn(newBrowser(t), e.srv, &user{sub: "x4", tenant: "acme"}, "/ui/jobs", nil)
+	p := e.signIn(oidctest.NewBrowser(t), e.srv, &oidctest.User{Subject: "x4", Tenant: "acme"}, "/ui/jobs", nil)
 	if p.Status != http.StatusForbidden || !strings.Contains(p.Body, "not assigned to a tenant") {
 		t.Fatalf("refused at minting: %d %s", p.Status, p.Body)
 	}
@@ -143,13 +144,13 @@ func TestForgedCallbacksAreRefused(t *testing.T) {
 		}
 	}
 	nop := func(jwt.MapClaims) {}
-	var cur *browser // the case's browser
+	var cur *oidctest.Browser // the case's browser
 	cases := []struct {
 		name   string
 		status int
 		hook   func(*url.URL)
 		token  func(string) string
-		before func(b *browser)
+		before func(b *oidctest.Browser)
 	}{
 		{name: "state changed on the way back", status: http.StatusBadRequest,
 			hook: onPath(oidc.CallbackPath, func(q url.Values) url.Values {
@@ -209,8 +210,8 @@ func TestForgedCallbacksAreRefused(t *testing.T) {
 		} else {
 			e.tokenHook.Store(nil)
 		}
-		cur = newBrowser(t)
-		p := e.signIn(cur, e.srv, &user{sub: "u1", email: "ann@acme.example", tenant: "acme"}, "/ui/jobs", c.hook)
+		cur = oidctest.NewBrowser(t)
+		p := e.signIn(cur, e.srv, &oidctest.User{Subject: "u1", Email: "ann@acme.example", Tenant: "acme"}, "/ui/jobs", c.hook)
 		if p.Status != c.status || p.URL.Path != oidc.CallbackPath {
 			t.Errorf("%s: %d at %s, want %d at the callback: %s", c.name, p.Status, p.URL, c.status, p.Body)
 		}
@@ -223,14 +224,14 @@ func TestForgedCallbacksAreRefused(t *testing.T) {
 		t.Fatalf("forged callbacks minted %d keys and started %d sessions", m, s)
 	}
 	// The same browser, untouched, signs in.
-	if p := e.signIn(newBrowser(t), e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK {
+	if p := e.signIn(oidctest.NewBrowser(t), e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK {
 		t.Fatalf("a clean sign-in after the forgeries: %d %s", p.Status, p.Body)
 	}
 }
 
 // tamperStateCookie spoils one character of b's state cookie.
-func tamperStateCookie(t *testing.T, b *browser, u *url.URL) {
-	jar := b.c.Jar
+func tamperStateCookie(t *testing.T, b *oidctest.Browser, u *url.URL) {
+	jar := b.Client.Jar
 	for _, c := range jar.Cookies(u) {
 		if strings.HasPrefix(c.Name, "pwmesh_oidc_") {
 			v := []byte(c.Value)
@@ -252,8 +253,8 @@ func flip(c byte) string {
 func TestAStateOlderThanTheLoginTTLIsRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	b := newBrowser(t)
-	p := e.signIn(b, e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/jobs", func(u *url.URL) {
+	b := oidctest.NewBrowser(t)
+	p := e.signIn(b, e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/jobs", func(u *url.URL) {
 		if u.Path == oidc.CallbackPath {
 			e.clock.Advance(oidc.DefaultLoginTTL + time.Second) // the person took 10 minutes at the provider
 		}
@@ -271,8 +272,8 @@ func TestNextNeverLeavesTheUI(t *testing.T) {
 	e := newEnv(t, nil)
 	for _, next := range []string{"https://evil.example/", "//evil.example/ui/jobs", "/\\evil.example", "/ui/../admin",
 		"javascript:alert(1)", "/ui/login", "/ui/callback?code=x", "/ui/logout", "/health", "", "/ui/jobs\r\nSet-Cookie: x=y"} {
-		b := newBrowser(t)
-		p := e.signIn(b, e.srv, &user{sub: "u1", tenant: "acme"}, next, nil)
+		b := oidctest.NewBrowser(t)
+		p := e.signIn(b, e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, next, nil)
 		if p.Status != http.StatusOK || p.URL.Host != mustURL(t, e.srv.URL).Host || p.URL.Path != "/ui/jobs" {
 			t.Errorf("next=%q: ended at %d %s", next, p.Status, p.URL)
 		}
@@ -288,8 +289,8 @@ func TestTheCallbackMayLandOnAnotherNode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	srv2, _ := e.node(e.m, nil)
-	b := newBrowser(t)
-	p := e.signIn(b, e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/datasets", func(u *url.URL) {
+	b := oidctest.NewBrowser(t)
+	p := e.signIn(b, e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/datasets", func(u *url.URL) {
 		if u.Path == oidc.CallbackPath {
 			u.Host = mustURL(t, srv2.URL).Host
 		}
@@ -302,7 +303,7 @@ func TestTheCallbackMayLandOnAnotherNode(t *testing.T) {
 	e2.key = stateKey(t)
 	e2.key[0] ^= 1
 	srv3, _ := e2.node(e.m, nil)
-	p = e.signIn(newBrowser(t), e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/datasets", func(u *url.URL) {
+	p = e.signIn(oidctest.NewBrowser(t), e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/datasets", func(u *url.URL) {
 		if u.Path == oidc.CallbackPath {
 			u.Host = mustURL(t, srv3.URL).Host
 		}
@@ -314,18 +315,18 @@ func TestTheCallbackMayLandOnAnotherNode(t *testing.T) {
 
 func TestAProviderDownAtStartIsFoundLater(t *testing.T) {
 	t.Parallel()
-	m, down := provider(t)
-	down.Store(true)
-	e := &env{t: t, m: m, down: down, deps: &deps{tenants: map[string]bool{"acme": true}}, clock: &clock{}, key: stateKey(t)}
-	e.srv, e.h = e.node(m, nil) // New does not fail
-	b := newBrowser(t)
+	m := oidctest.Start(t)
+	m.SetDown(true)
+	e := &env{t: t, m: m, deps: &deps{tenants: map[string]bool{"acme": true}}, clock: &clock{}, key: stateKey(t)}
+	e.srv, e.h = e.node(m, nil)
+	b := oidctest.NewBrowser(t)
 	p := e.signIn(b, e.srv, nil, "/ui/jobs", nil)
 	if p.Status != http.StatusServiceUnavailable || !strings.Contains(p.Body, "cannot be reached") {
 		t.Fatalf("provider down: %d %s", p.Status, p.Body)
 	}
-	down.Store(false)
+	m.SetDown(false)
 	e.clock.Advance(3 * time.Second) // past the gap between two discoveries
-	if p := e.signIn(b, e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK || p.URL.Path != "/ui/jobs" {
+	if p := e.signIn(b, e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK || p.URL.Path != "/ui/jobs" {
 		t.Fatalf("provider back: %d %s %s", p.Status, p.URL, p.Body)
 	}
 	// Run returns at once once the provider is known.
@@ -338,13 +339,13 @@ func TestAProviderDownAtStartIsFoundLater(t *testing.T) {
 
 func TestRunFindsAProviderThatComesUp(t *testing.T) {
 	t.Parallel()
-	m, down := provider(t)
-	down.Store(true)
-	e := &env{t: t, m: m, down: down, deps: &deps{tenants: map[string]bool{"acme": true}}, clock: &clock{}, key: stateKey(t)}
+	m := oidctest.Start(t)
+	m.SetDown(true)
+	e := &env{t: t, m: m, deps: &deps{tenants: map[string]bool{"acme": true}}, clock: &clock{}, key: stateKey(t)}
 	e.srv, e.h = e.node(m, nil)
 	done := make(chan error, 1)
 	go func() { done <- e.h.Run(t.Context()) }()
-	down.Store(false)
+	m.SetDown(false)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -353,7 +354,7 @@ func TestRunFindsAProviderThatComesUp(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not find the provider")
 	}
-	if p := e.signIn(newBrowser(t), e.srv, &user{sub: "u1", tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK {
+	if p := e.signIn(oidctest.NewBrowser(t), e.srv, &oidctest.User{Subject: "u1", Tenant: "acme"}, "/ui/jobs", nil); p.Status != http.StatusOK {
 		t.Fatalf("%d %s", p.Status, p.Body)
 	}
 }
@@ -374,13 +375,12 @@ func TestNewRefusesAnIncompleteConfig(t *testing.T) {
 	} {
 		cfg, dp := good, ok
 		c(&cfg, &dp)
-		if _, err := oidc.New(t.Context(), cfg, dp); err == nil {
+		if _, err := oidc.New(cfg, dp); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel() // no provider: New still builds the handler
-	h, err := oidc.New(ctx, good, ok)
+	h, err := oidc.New(good, ok) // no provider answers there: New asks it nothing
+
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,85 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/pwmesh/pwmesh/web/oidc"
+	"github.com/pwmesh/pwmesh/web/oidc/oidctest"
 )
-
-// user is a person at the test provider: the ID token carries the tenant
-// claim always and the groups with the groups scope, as real providers do.
-type user struct {
-	sub, email, name string
-	tenant           any // string, list, or nil for none
-	groups           []string
-}
-
-type userClaims struct {
-	*mockoidc.IDTokenClaims
-	Email  string   `json:"email,omitempty"`
-	Name   string   `json:"name,omitempty"`
-	Tenant any      `json:"pwmesh_tenant,omitempty"`
-	Groups []string `json:"groups,omitempty"`
-}
-
-func (u *user) ID() string { return u.sub }
-
-func (u *user) Userinfo([]string) ([]byte, error) {
-	return json.Marshal(map[string]any{"sub": u.sub, "email": u.email})
-}
-
-func (u *user) Claims(scopes []string, base *mockoidc.IDTokenClaims) (jwt.Claims, error) {
-	c := &userClaims{IDTokenClaims: base, Email: u.email, Name: u.name, Tenant: u.tenant}
-	for _, s := range scopes {
-		if s == "groups" {
-			c.Groups = u.groups
-		}
-	}
-	return c, nil
-}
-
-// provider starts a real OpenID Connect provider (discovery, JWKS,
-// authorize, token) on 127.0.0.1; down makes it answer 503 to everything.
-func provider(t *testing.T) (*mockoidc.MockOIDC, *atomic.Bool) {
-	t.Helper()
-	m, err := mockoidc.NewServer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := &atomic.Bool{}
-	if err := m.AddMiddleware(func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if down.Load() {
-				http.Error(w, "down", http.StatusServiceUnavailable)
-				return
-			}
-			h.ServeHTTP(w, r)
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ln, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Shutdown() })
-	return m, down
-}
 
 // clock is the handler's clock: the wall clock plus an offset a test moves.
 type clock struct{ off atomic.Int64 }
@@ -150,8 +84,7 @@ func (d *deps) lastSession(t *testing.T) startedSession {
 // answers every other /ui/ path with the path), at a real provider.
 type env struct {
 	t     *testing.T
-	m     *mockoidc.MockOIDC
-	down  *atomic.Bool
+	m     *oidctest.Provider
 	deps  *deps
 	clock *clock
 	h     *oidc.Handler
@@ -173,15 +106,15 @@ func stateKey(t *testing.T) []byte {
 // newEnv starts a provider and one node's handler; cfg adjusts the config.
 func newEnv(t *testing.T, cfg func(*oidc.Config)) *env {
 	t.Helper()
-	m, down := provider(t)
-	e := &env{t: t, m: m, down: down, deps: &deps{tenants: map[string]bool{"acme": true, "globex": true}}, clock: &clock{}, key: stateKey(t)}
+	m := oidctest.Start(t)
+	e := &env{t: t, m: m, deps: &deps{tenants: map[string]bool{"acme": true, "globex": true}}, clock: &clock{}, key: stateKey(t)}
 	e.srv, e.h = e.node(m, cfg)
 	return e
 }
 
 // node starts another node's handler at the same provider with the same
 // state key.
-func (e *env) node(m *mockoidc.MockOIDC, cfg func(*oidc.Config)) (*httptest.Server, *oidc.Handler) {
+func (e *env) node(m *oidctest.Provider, cfg func(*oidc.Config)) (*httptest.Server, *oidc.Handler) {
 	t := e.t
 	srv := httptest.NewUnstartedServer(nil)
 	t.Cleanup(srv.Close)
@@ -191,7 +124,7 @@ func (e *env) node(m *mockoidc.MockOIDC, cfg func(*oidc.Config)) (*httptest.Serv
 	if cfg != nil {
 		cfg(&c)
 	}
-	h, err := oidc.New(t.Context(), c, oidc.Deps{TenantExists: e.deps.TenantExists, MintKey: e.deps.MintKey, StartSession: e.deps.StartSession})
+	h, err := oidc.New(c, oidc.Deps{TenantExists: e.deps.TenantExists, MintKey: e.deps.MintKey, StartSession: e.deps.StartSession})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,82 +162,14 @@ func (ht *hookTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// browser is a person's browser: a cookie jar, redirects followed one at
-// a time so that a test may tamper with where they lead.
-type browser struct {
-	t *testing.T
-	c *http.Client
-}
-
-func newBrowser(t *testing.T) *browser {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &browser{t: t, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
-}
-
-// page is a response read whole.
-type page struct {
-	Status int
-	URL    *url.URL
-	Body   string
-	Header http.Header
-}
-
-// visit requests u and follows redirects, calling hook (when set) on each
-// URL a redirect leads to before following it.
-func (b *browser) visit(method, u string, form url.Values, hook func(*url.URL)) page {
-	b.t.Helper()
-	for range 10 {
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequest(method, u, body)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		resp, err := b.c.Do(req)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		data, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		loc := resp.Header.Get("Location")
-		if resp.StatusCode < 300 || resp.StatusCode > 399 || loc == "" {
-			return page{Status: resp.StatusCode, URL: req.URL, Body: string(data), Header: resp.Header}
-		}
-		next, err := req.URL.Parse(loc)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		if hook != nil {
-			hook(next)
-		}
-		method, u, form = http.MethodGet, next.String(), nil
-	}
-	b.t.Fatal("too many redirects")
-	return page{}
-}
-
-func (b *browser) get(u string, hook func(*url.URL)) page {
-	b.t.Helper()
-	return b.visit(http.MethodGet, u, nil, hook)
-}
-
 // signIn queues u at the provider and signs the browser in at srv,
 // returning to next.
-func (e *env) signIn(b *browser, srv *httptest.Server, u *user, next string, hook func(*url.URL)) page {
+func (e *env) signIn(b *oidctest.Browser, srv *httptest.Server, u *oidctest.User, next string, hook func(*url.URL)) oidctest.Page {
 	e.t.Helper()
 	if u != nil {
 		e.m.QueueUser(u)
 	}
-	return b.get(srv.URL+oidc.LoginPath+"?next="+url.QueryEscape(next), hook)
+	return b.Get(srv.URL+oidc.LoginPath+"?next="+url.QueryEscape(next), hook)
 }
 
 // onPath calls f on URLs whose path is path.

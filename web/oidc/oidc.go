@@ -182,11 +182,12 @@ type provider struct {
 	verifier *gooidc.IDTokenVerifier
 }
 
-// New validates cfg and deps and makes one attempt, bounded by ctx, to
-// discover the provider. A provider that cannot be reached is not an
-// error: the node starts anyway (API keys keep working), Run and each
-// sign-in try again, and a sign-in meanwhile gets a page that says so.
-func New(ctx context.Context, cfg Config, deps Deps) (*Handler, error) {
+// New validates cfg and deps. It asks the provider nothing: Run
+// discovers it, and so does the first sign-in that finds it unknown. A
+// provider that cannot be reached is no reason for a node not to start
+// (API keys keep working): until it answers, a sign-in gets a page that
+// says so.
+func New(cfg Config, deps Deps) (*Handler, error) {
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
@@ -199,10 +200,6 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, deps: deps, log: cfg.Logger, sealer: s, cli: newCLILogins(cfg.MaxPendingCLI)}
 	h.routes = h.newRoutes()
-	if _, err := h.discover(ctx); err != nil {
-		h.log.Warn("oidc: the provider cannot be reached yet; sign-in through it waits until it can (API keys work meanwhile)",
-			"issuer", cfg.Issuer, "err", err)
-	}
 	return h, nil
 }
 
@@ -321,8 +318,9 @@ func (h *Handler) newProvider(ctx context.Context) (*provider, error) {
 	}, nil
 }
 
-// Run discovers the provider when New could not, retrying with backoff
-// (1 s doubling to 1 min) until it succeeds or ctx ends. It returns nil.
+// Run discovers the provider, retrying with backoff (1 s doubling to
+// 1 min) while it cannot be reached; it returns nil once the provider is
+// known or ctx ends.
 func (h *Handler) Run(ctx context.Context) error {
 	wait := time.Second
 	for {
@@ -332,7 +330,8 @@ func (h *Handler) Run(ctx context.Context) error {
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		h.log.Warn("oidc: the provider cannot be reached; retrying", "issuer", h.cfg.Issuer, "in", wait.String(), "err", err)
+		h.log.Warn("oidc: the provider cannot be reached; sign-in through it waits for it (API keys work meanwhile)",
+			"issuer", h.cfg.Issuer, "retry_in", wait.String(), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
