@@ -64,8 +64,10 @@ type cliLogin struct {
 	code     string
 	expires  time.Time
 	done     chan struct{} // closed once the callback finished it
-	// Set when done: whom it signed in, or why not.
+	// Set when done: whom it signed in and their ID token (the authority
+	// of the key the poll makes), or why not.
 	identity *Identity
+	idToken  string
 	err      error
 }
 
@@ -144,14 +146,14 @@ const pollGrace = time.Minute
 
 // finish records the outcome of the sign-in id; false when it is unknown,
 // expired or finished already.
-func (c *cliLogins) finish(id string, now time.Time, who *Identity, err error) bool {
+func (c *cliLogins) finish(id string, now time.Time, who *Identity, idToken string, err error) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.byID[id]
 	if l == nil || !now.Before(l.expires) || l.finished() {
 		return false
 	}
-	l.identity, l.err = who, err
+	l.identity, l.idToken, l.err = who, idToken, err
 	l.expires = maxTime(l.expires, now.Add(pollGrace))
 	close(l.done)
 	return true
@@ -291,8 +293,8 @@ func (h *Handler) unknownCLI(w http.ResponseWriter, r *http.Request) {
 }
 
 // cliDone finishes the command-line sign-in id for who (the callback).
-func (h *Handler) cliDone(w http.ResponseWriter, r *http.Request, id string, who Identity) {
-	if !h.cli.finish(id, h.now(), &who, nil) {
+func (h *Handler) cliDone(w http.ResponseWriter, r *http.Request, id string, who Identity, idToken string) {
+	if !h.cli.finish(id, h.now(), &who, idToken, nil) {
 		h.unknownCLI(w, r)
 		return
 	}
@@ -349,12 +351,16 @@ func (h *Handler) CLIPoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	who := *l.identity
-	k, err := h.deps.MintKey(r.Context(), KeyRequest{Identity: who, Name: keyName("cli:", who), TTL: h.cfg.CLIKeyTTL})
-	if errors.Is(err, ErrNoTenant) {
+	k, err := h.deps.MintKey(r.Context(), KeyRequest{Identity: who, Name: KeyName(CLIKeyPrefix, who), TTL: h.cfg.CLIKeyTTL, IDToken: l.idToken})
+	switch {
+	case errors.Is(err, ErrNoTenant):
 		writeError(w, http.StatusForbidden, "no_tenant", "your account is not assigned to a tenant of this mesh; ask an operator")
 		return
-	}
-	if err != nil {
+	case errors.Is(err, ErrRefused):
+		h.log.Info("oidc: the mesh refused a command-line key", "subject", who.Subject, "err", err)
+		writeError(w, http.StatusForbidden, "sign_in_expired", "the sign-in no longer proves who you are (it expired); run pwmesh login again")
+		return
+	case err != nil:
 		h.cli.putBack(l)
 		h.log.Warn("oidc: mint a command-line key", "subject", who.Subject, "err", err)
 		w.Header().Set("Retry-After", "1")

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -67,7 +68,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
 		return
 	}
-	id, err := h.verify(r.Context(), q.Get("code"), st)
+	id, raw, err := h.verify(r.Context(), q.Get("code"), st)
 	if err != nil {
 		h.log.Warn("oidc: sign-in failed", "err", err)
 		h.page(w, r, http.StatusBadGateway, pageData{Title: "Sign-in failed",
@@ -78,20 +79,26 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	if !h.knownTenant(id) {
 		h.noTenant(w, r, id)
 		if st.CLI != "" {
-			h.cli.finish(st.CLI, h.now(), nil, ErrNoTenant)
+			h.cli.finish(st.CLI, h.now(), nil, "", ErrNoTenant)
 		}
 		return
 	}
 	if st.CLI != "" {
-		h.cliDone(w, r, st.CLI, id)
+		h.cliDone(w, r, st.CLI, id, raw)
 		return
 	}
-	k, err := h.deps.MintKey(r.Context(), KeyRequest{Identity: id, Name: keyName("oidc:", id), TTL: h.cfg.SessionKeyTTL})
-	if errors.Is(err, ErrNoTenant) {
+	k, err := h.deps.MintKey(r.Context(), KeyRequest{Identity: id, Name: KeyName(SessionKeyPrefix, id), TTL: h.cfg.SessionKeyTTL, IDToken: raw})
+	switch {
+	case errors.Is(err, ErrNoTenant):
 		h.noTenant(w, r, id)
 		return
-	}
-	if err != nil {
+	case errors.Is(err, ErrRefused):
+		h.log.Info("oidc: the mesh refused a session key", "subject", id.Subject, "err", err)
+		h.page(w, r, http.StatusForbidden, pageData{Title: "Sign-in failed",
+			Text:  "The mesh did not accept this sign-in (it may have expired). Nothing was changed: start again.",
+			Links: []link{{"/ui/login", "Back to sign-in"}}})
+		return
+	case err != nil:
 		h.fail(w, r, fmt.Errorf("oidc: mint a session key for %s: %w", id.Label(), err))
 		return
 	}
@@ -102,33 +109,55 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 }
 
 // verify exchanges the code for tokens and returns whom the ID token
-// speaks for.
-func (h *Handler) verify(ctx context.Context, code string, st *loginState) (Identity, error) {
+// speaks for, and the raw ID token.
+func (h *Handler) verify(ctx context.Context, code string, st *loginState) (Identity, string, error) {
 	if code == "" {
-		return Identity{}, errors.New("oidc: the callback has no code")
+		return Identity{}, "", errors.New("oidc: the callback has no code")
 	}
+	p, err := h.discover(ctx)
+	if err != nil {
+		return Identity{}, "", err
+	}
+	tok, err := p.oauth.Exchange(gooidc.ClientContext(ctx, h.cfg.HTTPClient), code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		return Identity{}, "", fmt.Errorf("oidc: exchange the code: %w", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return Identity{}, "", errors.New("oidc: the token answer has no id_token")
+	}
+	id, idt, err := h.identity(ctx, p, raw)
+	if err != nil {
+		return Identity{}, "", err
+	}
+	if !tokenEqual(idt.Nonce, st.Nonce) {
+		return Identity{}, "", errors.New("oidc: the ID token's nonce is not the sign-in's")
+	}
+	return id, raw, nil
+}
+
+// VerifyIDToken checks an ID token that another node of the mesh verified
+// at its callback (signature, issuer, audience, expiry; the nonce was that
+// node's to check) and returns whom it speaks for: the leader's check
+// before it lets a node make a key for a person.
+func (h *Handler) VerifyIDToken(ctx context.Context, raw string) (Identity, error) {
 	p, err := h.discover(ctx)
 	if err != nil {
 		return Identity{}, err
 	}
-	tok, err := p.oauth.Exchange(gooidc.ClientContext(ctx, h.cfg.HTTPClient), code, oauth2.VerifierOption(st.Verifier))
-	if err != nil {
-		return Identity{}, fmt.Errorf("oidc: exchange the code: %w", err)
-	}
-	raw, _ := tok.Extra("id_token").(string)
-	if raw == "" {
-		return Identity{}, errors.New("oidc: the token answer has no id_token")
-	}
+	id, _, err := h.identity(ctx, p, raw)
+	return id, err
+}
+
+// identity verifies raw and maps its claims.
+func (h *Handler) identity(ctx context.Context, p *provider, raw string) (Identity, *gooidc.IDToken, error) {
 	idt, err := p.verifier.Verify(ctx, raw)
 	if err != nil {
-		return Identity{}, fmt.Errorf("oidc: verify the ID token: %w", err)
-	}
-	if !tokenEqual(idt.Nonce, st.Nonce) {
-		return Identity{}, errors.New("oidc: the ID token's nonce is not the sign-in's")
+		return Identity{}, nil, fmt.Errorf("oidc: verify the ID token: %w", err)
 	}
 	var claims map[string]json.RawMessage
 	if err := idt.Claims(&claims); err != nil {
-		return Identity{}, fmt.Errorf("oidc: read the ID token's claims: %w", err)
+		return Identity{}, nil, fmt.Errorf("oidc: read the ID token's claims: %w", err)
 	}
 	id := Identity{Subject: idt.Subject, Email: claimString(claims["email"]), Name: claimString(claims["name"])}
 	if id.Name == "" {
@@ -136,8 +165,11 @@ func (h *Handler) verify(ctx context.Context, code string, st *loginState) (Iden
 	}
 	id.Tenant = claimString(claims[h.cfg.TenantClaim])
 	id.Admin = h.cfg.AdminGroup != "" && slices.Contains(claimStrings(claims["groups"]), h.cfg.AdminGroup)
-	return id, nil
+	return id, idt, nil
 }
+
+// MaxKeyTTL is the longest life of a key this handler asks for.
+func (h *Handler) MaxKeyTTL() time.Duration { return max(h.cfg.SessionKeyTTL, h.cfg.CLIKeyTTL) }
 
 // claimString reads a claim that is a string, or a list of exactly one.
 func claimString(raw json.RawMessage) string {
@@ -186,9 +218,16 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		Links: []link{{"/ui/login", "Back to sign-in"}}})
 }
 
-// keyName is a key's name for id: prefix + the email or subject, at most
-// 64 bytes of printable text (the API's bound on key names).
-func keyName(prefix string, id Identity) string {
+// Prefixes of the names of the keys sign-ins make: a browser session's,
+// and `pwmesh login`'s.
+const (
+	SessionKeyPrefix = "oidc:"
+	CLIKeyPrefix     = "cli:"
+)
+
+// KeyName is the name of a key for id: prefix + the email or subject, at
+// most 64 bytes of printable text (the API's bound on key names).
+func KeyName(prefix string, id Identity) string {
 	s := strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1

@@ -73,6 +73,14 @@ func TestSignInStartsASessionWithTheTenantAndAdminOfTheToken(t *testing.T) {
 		if req.Name != wantName || req.TTL != oidc.DefaultSessionKeyTTL || req.Identity.Admin != c.admin {
 			t.Fatalf("%s: key request %+v", c.name, req)
 		}
+		// The ID token rides with the request; the leader verifies it
+		// again and reads the same identity.
+		if id, err := e.h.VerifyIDToken(t.Context(), req.IDToken); err != nil || id != req.Identity {
+			t.Fatalf("%s: VerifyIDToken: %+v, %v; want %+v", c.name, id, err, req.Identity)
+		}
+		if _, err := e.h.VerifyIDToken(t.Context(), req.IDToken+"x"); err == nil {
+			t.Fatalf("%s: a spoiled ID token verified", c.name)
+		}
 		// The state cookie was used up.
 		for _, ck := range b.Client.Jar.Cookies(mustURL(t, e.srv.URL+oidc.CallbackPath)) {
 			if strings.HasPrefix(ck.Name, "pwmesh_oidc_") {

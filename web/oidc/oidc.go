@@ -125,6 +125,10 @@ type KeyRequest struct {
 	Name string
 	// TTL is how long the key lasts.
 	TTL time.Duration
+	// IDToken is the verified ID token the key is made for: the node
+	// forwards it with the key's creation, and the leader checks it again
+	// (VerifyIDToken) before it lets a node make a key for a person.
+	IDToken string
 }
 
 // Key is an API key minted for a user.
@@ -146,6 +150,11 @@ type Session struct {
 // for the mesh's operators): the user sees the same page as a user whose
 // claim names no tenant.
 var ErrNoTenant = errors.New("oidc: the account is not assigned to a tenant of this mesh")
+
+// ErrRefused is returned by Deps.MintKey when the mesh refuses the key
+// its sign-in asks for (the ID token no longer proves it, e.g. expired):
+// the person signs in again.
+var ErrRefused = errors.New("oidc: the mesh refused the sign-in's key")
 
 // Deps are the handler's collaborators; all are required.
 type Deps struct {
