@@ -37,6 +37,7 @@ import (
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web"
+	"github.com/pwmesh/pwmesh/web/ui"
 )
 
 // AdminTenant owns the bootstrap admin key.
@@ -64,6 +65,7 @@ type Node struct {
 	worker   *worker.Worker
 	gpus     gpu.Inventory
 	api      *web.Server
+	ui       *ui.UI // the web UI, served beside the API under /ui/
 	listener net.Listener
 	tls      *tls.Config // the API's, nil for plain HTTP
 
@@ -203,6 +205,9 @@ func New(cfg Config) (*Node, error) {
 		NewID:          newID,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if n.ui, err = n.newUI(); err != nil {
 		return nil, err
 	}
 	n.mesh.HandleStream(LogProtocol, serveLog(n.worker))
@@ -510,6 +515,8 @@ func (n *Node) Run(ctx context.Context) error {
 	reqCtx, stopRequests := context.WithCancel(context.Background())
 	defer stopRequests()
 	srv := n.api.NewHTTPServer() // timeouts and bounds: web.Timeouts
+	// The API, and the web UI under /ui/.
+	srv.Handler = n.httpHandler()
 	srv.ErrorLog = slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)
 	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	fail := make(chan error, 4)
