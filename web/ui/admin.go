@@ -122,6 +122,9 @@ type tenantsData struct {
 	Quotas  []string
 }
 
+// Reserved reports whether a tenant is the mesh's own (no quotas).
+func (tenantsData) Reserved(name string) bool { return scheduler.ReservedTenant(name) }
+
 // QuotaLabel names a quota in words.
 func (tenantsData) QuotaLabel(q string) string {
 	switch q {

@@ -293,6 +293,11 @@ func fmtBytes(v any) string {
 			return "unlimited"
 		}
 		n = float64(*x)
+	case *float64:
+		if x == nil {
+			return "unlimited"
+		}
+		n = *x
 	default:
 		return fmt.Sprint(v)
 	}
@@ -324,7 +329,7 @@ func fmtMetric(v any) string {
 	case string:
 		return x
 	case nil:
-		return ""
+		return "—"
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -333,13 +338,11 @@ func fmtMetric(v any) string {
 	return string(b)
 }
 
-// fmtQuota writes an effective quota (nil: unlimited).
-func fmtQuota(name string, v *float64) string {
+// fmtQuota writes an effective quota as its form field takes it (nil:
+// unlimited).
+func fmtQuota(v *float64) string {
 	if v == nil {
 		return "unlimited"
-	}
-	if name == "storage_bytes" {
-		return fmtBytes(*v)
 	}
 	return fmtNum(*v)
 }

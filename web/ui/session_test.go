@@ -411,8 +411,7 @@ func TestSignInSeam(t *testing.T) {
 		t.Errorf("Max-Age %d, want the key's 1800 s", c.MaxAge)
 	}
 	b := newBrowser(t, e.url)
-	u, _ := url.Parse(e.url + "/ui/")
-	b.c.Jar.SetCookies(u, []*http.Cookie{c})
+	b.adopt(c)
 	wantContains(t, b.get("/ui/jobs"), "Ada Lovelace", "acme")
 	p = b.post("/ui/logout", url.Values{"csrf": {b.csrf()}})
 	wantStatus(t, p, http.StatusSeeOther)

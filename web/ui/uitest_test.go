@@ -404,6 +404,16 @@ func (b *browser) sessionCookie() *http.Cookie {
 	return nil
 }
 
+// adopt takes a session cookie made elsewhere (another browser, another
+// node), as the UI sets it.
+func (b *browser) adopt(c *http.Cookie) {
+	b.t.Helper()
+	u, _ := url.Parse(b.base + "/ui/")
+	cc := *c
+	cc.Path = "/ui/"
+	b.c.Jar.SetCookies(u, []*http.Cookie{&cc})
+}
+
 func decode[T any](t testing.TB, b []byte) T {
 	t.Helper()
 	var v T

@@ -60,6 +60,10 @@
   function jobPage(sec) {
     var id = sec.getAttribute('data-id');
     var state = sec.getAttribute('data-state');
+    // "Job submitted." shows once: a reload of the page does not repeat it.
+    if (sec.getAttribute('data-submitted') && window.history && history.replaceState) {
+      history.replaceState(null, '', location.pathname);
+    }
     var badge = document.getElementById('job-state');
     follow(id, state, function (j, changed) {
       badge.className = badgeClass(j.state) + ' badge-large';
