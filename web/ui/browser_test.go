@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,6 +106,31 @@ func TestBrowser(t *testing.T) {
 	// Each step has a minute at most, so that a missing element fails the
 	// test instead of holding it.
 	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(bctx, time.Minute) }
+	// Script errors and refusals of the content policy (an inline script
+	// or style the page should not have) fail the test.
+	var pageErrors []string
+	var errMu sync.Mutex
+	console := chromedp.Console(bctx)
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				return
+			}
+			if m.IsException() || strings.Contains(m.Text, "Content Security Policy") {
+				errMu.Lock()
+				pageErrors = append(pageErrors, m.String())
+				errMu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		errMu.Lock()
+		defer errMu.Unlock()
+		for _, e := range pageErrors {
+			t.Errorf("the page reported: %s", e)
+		}
+	}()
+
 	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		sctx, cancel := step()

@@ -1,14 +1,17 @@
 package ui_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pwmesh/pwmesh/scheduler"
 )
@@ -217,5 +220,52 @@ func TestNodesUsageAndAdminPages(t *testing.T) {
 	}
 	if bytes.Contains([]byte(a.get("/ui/keys").body), []byte(id[1])) {
 		t.Error("the revoked key is still listed")
+	}
+}
+
+// The page's script follows a running job's log through /ui/api/: the
+// stream carries each line as the job writes it and ends with the job.
+func TestFollowLogThroughProxy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	j := e.submit(e.acme, `{"type":"generate_dataset"}`)
+	e.node()
+	v := e.apply(&scheduler.AssignJob{At: testNow, JobID: j.ID, Node: nodeID, Incarnation: "inc1", ExpiresAt: testNow.Add(time.Hour)})
+	tok := v.(scheduler.Job).Lease.Token
+	e.logs.append(j.ID, "line 1\n")
+	b := newBrowser(t, e.url)
+	b.mustSignIn(e.acme)
+	p := b.get("/ui/jobs/" + j.ID)
+	wantContains(t, p, "badge-running", "line 1", `data-follow="/ui/api/jobs/`+j.ID+`/logs?follow=1"`)
+
+	req, _ := http.NewRequest("GET", e.url+"/ui/api/jobs/"+j.ID+"/logs?follow=1", nil)
+	res, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("follow: %d", res.StatusCode)
+	}
+	r := bufio.NewReader(res.Body)
+	readLine := func(want string) {
+		t.Helper()
+		got, err := r.ReadString('\n')
+		if err != nil || got != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	readLine("line 1\n")
+	e.logs.append(j.ID, "line 2\n")
+	readLine("line 2\n")
+	e.apply(&scheduler.CompleteJob{At: testNow.Add(time.Minute), JobID: j.ID, Token: tok, State: scheduler.StateFailed,
+		Error: &scheduler.JobError{Code: "boom", Message: hostile}})
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Fatalf("after the job ended: %q, %v", rest, err)
+	}
+	p = b.get("/ui/jobs/" + j.ID)
+	wantContains(t, p, "badge-bad", "boom", "&lt;img src=x onerror=alert(1)&gt;")
+	if strings.Contains(p.body, hostile) {
+		t.Error("the job's error message renders as markup")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -50,6 +51,7 @@ type env struct {
 	fsm   *scheduler.FSM
 	store *fsstore.Store
 	clock *fakeClock
+	logs  *fakeLogs
 	api   *web.Server
 	ui    *ui.UI
 
@@ -79,9 +81,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, raft: r, fsm: r.FSM(), store: store, clock: &fakeClock{now: testNow}}
+	e := &env{t: t, raft: r, fsm: r.FSM(), store: store, clock: &fakeClock{now: testNow}, logs: &fakeLogs{logs: map[string][]byte{}}}
 	api, err := web.New(web.Config{NodeID: nodeID, Clock: e.clock, Registry: prometheus.NewRegistry(), RateLimits: map[string]web.RateLimit{}},
-		web.Deps{State: e.fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: readyCluster{},
+		web.Deps{State: e.fsm, Writer: r, Store: store, Datasets: plainDatasets{e}, Cluster: readyCluster{}, Logs: e.logs,
 			JobTypes: map[string]web.JobType{"generate_dataset": {}, "reconstruct": {NeedsDataset: true}}})
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +165,28 @@ func (p plainDatasets) OpenDataset(ctx context.Context, d scheduler.Dataset) (io
 		return nil, err
 	}
 	return p.e.store.Open(ctx, c)
+}
+
+// fakeLogs serves snapshots of in-memory job logs.
+type fakeLogs struct {
+	mu   sync.Mutex
+	logs map[string][]byte
+}
+
+func (l *fakeLogs) OpenLog(id string) (io.ReadCloser, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.logs[id]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return io.NopCloser(bytes.NewReader(bytes.Clone(b))), nil
+}
+
+func (l *fakeLogs) append(id, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.logs[id] = append(l.logs[id], s...)
 }
 
 type readyCluster struct{}
