@@ -85,6 +85,22 @@ type Config struct {
 	// only, the pair read again when the files change.
 	TLSCert string `json:"tls_cert"`
 	TLSKey  string `json:"tls_key"`
+	// OpenID Connect sign-in for the web UI and `pwmesh login`, off
+	// without an issuer (docs/oidc.md): the provider, the client
+	// registered with it (its secret read from a file), the ID-token
+	// claim that names the tenant (default pwmesh_tenant) and the group
+	// whose members are admins (none by default).
+	OIDCIssuer           string `json:"oidc_issuer"`
+	OIDCClientID         string `json:"oidc_client_id"`
+	OIDCClientSecretFile string `json:"oidc_client_secret_file"`
+	OIDCTenantClaim      string `json:"oidc_tenant_claim"`
+	OIDCAdminGroup       string `json:"oidc_admin_group"`
+	// ExternalURL is the URL people reach this node at, for sign-in
+	// redirects and links (default: from --http and the address it
+	// listens on, https with --tls-cert).
+	ExternalURL string `json:"external_url"`
+	// oidcClientSecret is the secret Validate read from its file.
+	oidcClientSecret string
 
 	// Set by the binary, not by users.
 	Version   string          `json:"-"`
@@ -174,6 +190,13 @@ const (
 	EnvMasterKeyFile  = "PWMESH_MASTER_KEY_FILE"
 	EnvTLSCert        = "PWMESH_TLS_CERT"
 	EnvTLSKey         = "PWMESH_TLS_KEY"
+	// OpenID Connect sign-in (docs/oidc.md).
+	EnvOIDCIssuer           = "PWMESH_OIDC_ISSUER"
+	EnvOIDCClientID         = "PWMESH_OIDC_CLIENT_ID"
+	EnvOIDCClientSecretFile = "PWMESH_OIDC_CLIENT_SECRET_FILE"
+	EnvOIDCTenantClaim      = "PWMESH_OIDC_TENANT_CLAIM"
+	EnvOIDCAdminGroup       = "PWMESH_OIDC_ADMIN_GROUP"
+	EnvExternalURL          = "PWMESH_EXTERNAL_URL"
 )
 
 // LoadEnv merges the PWMESH_* environment into c.
@@ -195,6 +218,12 @@ func (c *Config) LoadEnv(getenv func(string) string) {
 	set(&c.MasterKeyFile, EnvMasterKeyFile)
 	set(&c.TLSCert, EnvTLSCert)
 	set(&c.TLSKey, EnvTLSKey)
+	set(&c.OIDCIssuer, EnvOIDCIssuer)
+	set(&c.OIDCClientID, EnvOIDCClientID)
+	set(&c.OIDCClientSecretFile, EnvOIDCClientSecretFile)
+	set(&c.OIDCTenantClaim, EnvOIDCTenantClaim)
+	set(&c.OIDCAdminGroup, EnvOIDCAdminGroup)
+	set(&c.ExternalURL, EnvExternalURL)
 	if v := getenv(EnvJoin); v != "" {
 		c.Join = splitList(v)
 	}
@@ -304,6 +333,7 @@ func (c *Config) Validate() error {
 			bad("--tls-cert/--tls-key: %v", err)
 		}
 	}
+	c.validateOIDC(bad)
 	if err := errors.Join(errs...); err != nil {
 		return &ConfigError{err}
 	}

@@ -44,6 +44,10 @@ type authority interface {
 type applyRequest struct {
 	Command []byte `json:"command"`
 	Caller  string `json:"caller,omitempty"`
+	// Proof is the ID token of a person's sign-in (web/oidc): the
+	// authority of the key the command makes for them, which the leader
+	// verifies itself (applyServer.proof).
+	Proof string `json:"proof,omitempty"`
 }
 
 // applyReply is the answer of ApplyProtocol: the JSON of the value Apply
@@ -172,7 +176,7 @@ func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Comma
 	if err != nil {
 		return nil, err
 	}
-	req, err := json.Marshal(applyRequest{Command: b, Caller: scheduler.CallerSecret(ctx)})
+	req, err := json.Marshal(applyRequest{Command: b, Caller: scheduler.CallerSecret(ctx), Proof: signInProof(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("node: forward %s: %w", c.Type(), err)
 	}
@@ -223,13 +227,25 @@ type applyServer struct {
 	state authority
 	clock scheduler.Clock
 	log   *slog.Logger
+	// proof checks that a sign-in's ID token proves the command (nil:
+	// every proof is refused).
+	proof func(ctx context.Context, c scheduler.Command, idToken string) error
+}
+
+// applyOption adjusts the apply server.
+type applyOption func(*applyServer)
+
+// withProof lets a person's sign-in authorize the command it asks for, as
+// check decides (node: a key of their own).
+func withProof(check func(ctx context.Context, c scheduler.Command, idToken string) error) applyOption {
+	return func(s *applyServer) { s.proof = check }
 }
 
 // serveApply returns the handler of ApplyProtocol. Every forwarded write
 // is checked (scheduler.FSM.Authorize) against the sending peer and the
 // caller's key before it is applied; a refusal answers ErrForbidden and is
 // logged.
-func serveApply(r leaderView, state authority, clock scheduler.Clock, log *slog.Logger) func(ctx context.Context, from string, req []byte) ([]byte, error) {
+func serveApply(r leaderView, state authority, clock scheduler.Clock, log *slog.Logger, opts ...applyOption) func(ctx context.Context, from string, req []byte) ([]byte, error) {
 	if clock == nil {
 		clock = scheduler.SystemClock{}
 	}
@@ -237,6 +253,9 @@ func serveApply(r leaderView, state authority, clock scheduler.Clock, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &applyServer{raft: r, state: state, clock: clock, log: log}
+	for _, o := range opts {
+		o(s)
+	}
 	return func(ctx context.Context, from string, req []byte) ([]byte, error) {
 		return json.Marshal(s.serve(ctx, from, req))
 	}
@@ -253,6 +272,19 @@ func (s *applyServer) serve(ctx context.Context, from string, req []byte) applyR
 	}
 	if !s.raft.IsLeader() {
 		return applyReply{Error: toWire(fmt.Errorf("node: %s: this node is not the leader: %w", c.Type(), scheduler.ErrNotLeader))}
+	}
+	if in.Proof != "" {
+		// A person's sign-in, verified again here, stands for the key it
+		// makes them; nothing else.
+		err := fmt.Errorf("node: %s from peer %s: %w: this leader takes no sign-in", c.Type(), from, scheduler.ErrForbidden)
+		if s.proof != nil {
+			err = s.proof(ctx, c, in.Proof)
+		}
+		if err != nil {
+			s.log.Warn("refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_sign_in", true, "err", err)
+			return applyReply{Error: toWire(err)}
+		}
+		return s.answer(ctx, c, "sign-in via peer "+from)
 	}
 	p := scheduler.Principal{Peer: from, Now: s.clock.Now()}
 	if in.Caller != "" {

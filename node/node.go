@@ -37,6 +37,7 @@ import (
 	"github.com/pwmesh/pwmesh/node/workload"
 	"github.com/pwmesh/pwmesh/scheduler"
 	"github.com/pwmesh/pwmesh/web"
+	"github.com/pwmesh/pwmesh/web/oidc"
 	"github.com/pwmesh/pwmesh/web/ui"
 )
 
@@ -79,6 +80,9 @@ type Node struct {
 	// jobNet is the docker executor's job network and firewall, removed
 	// when Run ends (nil: none).
 	jobNet io.Closer
+	// signIn is the OpenID Connect sign-in (web/oidc), set once the API
+	// listens; nil without --oidc-issuer.
+	signIn atomic.Pointer[oidc.Handler]
 }
 
 // New validates cfg, opens the node's state (data directory, Raft log,
@@ -137,7 +141,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.fwd = &forwarder{raft: n.raft, net: n.mesh, clock: cfg.Clock, state: n.fsm, log: n.log}
-	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, n.fsm, cfg.Clock, n.log))
+	n.mesh.Handle(ApplyProtocol, serveApply(n.raft, n.fsm, cfg.Clock, n.log, withProof(n.checkSignInProof)))
 	exec, err := n.executor()
 	if err != nil {
 		return nil, err
@@ -511,12 +515,25 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.httpAddr.Store(ln.Addr().String())
 	_ = n.mesh.UpdateMeta()
+	// Sign-in through an OpenID Connect provider (--oidc-issuer): its
+	// redirect URI names the address the API listens on.
+	sso, err := n.newOIDC(ln.Addr().String())
+	if err != nil {
+		_ = ln.Close()
+		_ = n.raft.Shutdown()
+		_ = n.mesh.Close()
+		return err
+	}
+	n.signIn.Store(sso)
 	// Requests (a followed log among them) end when the node stops.
 	reqCtx, stopRequests := context.WithCancel(context.Background())
 	defer stopRequests()
 	srv := n.api.NewHTTPServer() // timeouts and bounds: web.Timeouts
 	// The API, and the web UI under /ui/.
 	srv.Handler = n.httpHandler()
+	if sso != nil { // /ui/login/oidc, /ui/callback, /ui/cli-login
+		srv.Handler = sso.Wrap(srv.Handler)
+	}
 	srv.ErrorLog = slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)
 	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	fail := make(chan error, 4)
@@ -558,6 +575,9 @@ func (n *Node) Run(ctx context.Context) error {
 	bg.Go(func() { n.claimJobs(runCtx) })
 	bg.Go(func() { _ = n.api.Run(runCtx) }) // records key uses (TouchKeys)
 	bg.Go(func() { _ = n.meter.Run(runCtx) })
+	if sso != nil {
+		bg.Go(func() { _ = sso.Run(runCtx) }) // discovers the provider
+	}
 
 	var runErr error
 	select {

@@ -30,6 +30,9 @@ func (n *Node) newUI() (*ui.UI, error) {
 		Secure:     n.tls != nil,
 		Clock:      n.cfg.Clock,
 		Logger:     n.log,
+
+		// "Sign in with ..." with --oidc-issuer (node/oidc.go).
+		SignInProviders: n.signInProviders(),
 	}, ui.Deps{
 		API:      n.api.Handler(),
 		Identify: n.api.Identify,

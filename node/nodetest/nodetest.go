@@ -73,6 +73,9 @@ type Spec struct {
 	Pool string
 	// NoMetering is the node's --no-metering.
 	NoMetering bool
+	// Configure, when not nil, adjusts the node's settings last: those
+	// no other field names (e.g. --oidc-issuer).
+	Configure func(*node.Config)
 }
 
 func randomHex(n int) string {
@@ -209,6 +212,9 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	cfg.Logger = slog.New(slog.NewJSONHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg.LogOutput = c.logs
 	cfg.Version = "nodetest"
+	if s.Configure != nil {
+		s.Configure(&cfg)
+	}
 	return cfg
 }
 
