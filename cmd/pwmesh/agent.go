@@ -68,6 +68,12 @@ then PWMESH_* environment variables, then flags.`,
 			setIf("master-key-file", &cfg.MasterKeyFile, f.MasterKeyFile)
 			setIf("tls-cert", &cfg.TLSCert, f.TLSCert)
 			setIf("tls-key", &cfg.TLSKey, f.TLSKey)
+			setIf("oidc-issuer", &cfg.OIDCIssuer, f.OIDCIssuer)
+			setIf("oidc-client-id", &cfg.OIDCClientID, f.OIDCClientID)
+			setIf("oidc-client-secret-file", &cfg.OIDCClientSecretFile, f.OIDCClientSecretFile)
+			setIf("oidc-tenant-claim", &cfg.OIDCTenantClaim, f.OIDCTenantClaim)
+			setIf("oidc-admin-group", &cfg.OIDCAdminGroup, f.OIDCAdminGroup)
+			setIf("external-url", &cfg.ExternalURL, f.ExternalURL)
 			if changed("replicas") {
 				cfg.Replicas = f.Replicas
 			}
@@ -133,6 +139,12 @@ then PWMESH_* environment variables, then flags.`,
 	fl.StringVar(&f.MasterKeyFile, "master-key-file", "", "file of master keys (\"ID HEX\" lines, the first active) that wrap tenants' data keys; default: derived from --cluster-key ($PWMESH_MASTER_KEY_FILE)")
 	fl.StringVar(&f.TLSCert, "tls-cert", "", "the API's PEM certificate `FILE`; with --tls-key, the API and UI are served over HTTPS only; read again when the file changes (pwmesh tls cert create makes one) ($PWMESH_TLS_CERT)")
 	fl.StringVar(&f.TLSKey, "tls-key", "", "the PEM private key `FILE` of --tls-cert ($PWMESH_TLS_KEY)")
+	fl.StringVar(&f.OIDCIssuer, "oidc-issuer", "", "issuer `URL` of the OpenID Connect provider people sign in to the web UI and `pwmesh login` through (docs/oidc.md) ($PWMESH_OIDC_ISSUER)")
+	fl.StringVar(&f.OIDCClientID, "oidc-client-id", "", "the client `ID` this mesh is registered under at the provider ($PWMESH_OIDC_CLIENT_ID)")
+	fl.StringVar(&f.OIDCClientSecretFile, "oidc-client-secret-file", "", "`FILE` holding the client's secret (none: a public client, PKCE alone) ($PWMESH_OIDC_CLIENT_SECRET_FILE)")
+	fl.StringVar(&f.OIDCTenantClaim, "oidc-tenant-claim", "", "the ID-token claim `NAME` whose value is the user's tenant (default pwmesh_tenant) ($PWMESH_OIDC_TENANT_CLAIM)")
+	fl.StringVar(&f.OIDCAdminGroup, "oidc-admin-group", "", "members of the group `NAME` (the ID token's groups claim) are admins (default: none) ($PWMESH_OIDC_ADMIN_GROUP)")
+	fl.StringVar(&f.ExternalURL, "external-url", "", "the `URL` people reach this node at, for sign-in redirects and links (default: from --http, https with --tls-cert) ($PWMESH_EXTERNAL_URL)")
 	fl.IntVar(&f.Replicas, "replicas", 0, "copies of every bundle and dataset on distinct nodes, set when the cluster is first bootstrapped (default 2)")
 	fl.StringVar(&configFile, "config", "", "JSON file with the same settings (keys as in the flags, with _ for -)")
 	fl.IntVar(&f.Slots, "slots", 0, "CPU jobs run at once on this node (default: number of CPUs)")

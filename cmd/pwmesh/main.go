@@ -52,6 +52,8 @@ type app struct {
 	cacert      string // flag; empty: from the environment
 	json        bool
 	progress    progressMode
+	// loggedIn: the key in use is the one `pwmesh login` kept.
+	loggedIn bool
 }
 
 // run executes the command line args and returns the exit status: 0 on
@@ -123,6 +125,8 @@ func (a *app) rootCmd() *cobra.Command {
 		a.tenantCmd(),
 		a.bundleCmd(),
 		a.versionCmd(),
+		a.loginCmd(),
+		a.logoutCmd(),
 	)
 	tagRunErrors(root)
 	return root
@@ -139,11 +143,17 @@ func (a *app) addrValue() string {
 	return defaultAddr
 }
 
-// client returns an API client for the selected node and key.
+// client returns an API client for the selected node and key: --token,
+// else $PWMESH_TOKEN, else the key `pwmesh login` kept for the node.
 func (a *app) client() *client.Client {
 	token := a.token
 	if token == "" {
 		token = a.env(envToken)
+	}
+	if token == "" {
+		if k, ok := a.storedKey(); ok {
+			token, a.loggedIn = k.Key, true
+		}
 	}
 	// No overall timeout: logs follow and bundles are large; ctx ends calls.
 	return client.New(a.addrValue(), token, client.WithHTTPClient(&http.Client{Transport: a.transport()}))
@@ -188,8 +198,10 @@ func (a *app) printError(err error) {
 	fmt.Fprintln(a.stderr, msg)
 	var apiErr *client.APIError
 	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized && a.loggedIn:
+		fmt.Fprintln(a.stderr, "hint: the key `pwmesh login` kept for this node was revoked: run pwmesh login again")
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
-		fmt.Fprintln(a.stderr, "hint: set "+envToken+" to an API key; the admin token of a dev node is in <data-dir>/bootstrap-token")
+		fmt.Fprintln(a.stderr, "hint: set "+envToken+" to an API key; the admin token of a dev node is in <data-dir>/bootstrap-token (or run pwmesh login, where the mesh has a sign-in provider)")
 	case errors.Is(err, syscall.ECONNREFUSED):
 		fmt.Fprintf(a.stderr, "hint: is a node running at %s ($%s)? start one with `pwmesh agent --dev`\n", a.addrValue(), envAddr)
 	case errors.As(err, new(x509.UnknownAuthorityError)):
