@@ -25,6 +25,9 @@ func (c *Config) validateOIDC(bad func(string, ...any)) {
 		u, err := url.Parse(c.ExternalURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			bad("--external-url %q: want the URL people reach this node at, such as https://mesh.example.com", c.ExternalURL)
+		} else if u.Path != "" {
+			// The UI's pages, links and cookies live at /ui/ of the host.
+			bad("--external-url %q: want no path (the web UI is served at /ui/ of its host), such as %s://%s", c.ExternalURL, u.Scheme, u.Host)
 		}
 	}
 	if c.OIDCTenantClaim == "" {

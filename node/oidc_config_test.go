@@ -68,6 +68,7 @@ func TestConfigRefusesBadOIDCSettings(t *testing.T) {
 		}, "is empty"},
 		{func(c *Config) { c.ExternalURL = "mesh.example" }, "--external-url"},
 		{func(c *Config) { c.ExternalURL = "https://mesh.example/?a=b" }, "--external-url"},
+		{func(c *Config) { c.ExternalURL = "https://mesh.example/pwmesh" }, "want no path"},
 	} {
 		cfg := Defaults()
 		cfg.Dev = true

@@ -378,6 +378,7 @@ func TestNewRefusesAnIncompleteConfig(t *testing.T) {
 		"no client":       func(c *oidc.Config, _ *oidc.Deps) { c.ClientID = "" },
 		"no external url": func(c *oidc.Config, _ *oidc.Deps) { c.ExternalURL = "" },
 		"relative url":    func(c *oidc.Config, _ *oidc.Deps) { c.ExternalURL = "mesh.example" },
+		"url with a path": func(c *oidc.Config, _ *oidc.Deps) { c.ExternalURL = "https://mesh.example/pwmesh" },
 		"short key":       func(c *oidc.Config, _ *oidc.Deps) { c.StateKey = []byte("short") },
 		"no deps":         func(_ *oidc.Config, d *oidc.Deps) { d.MintKey = nil },
 	} {

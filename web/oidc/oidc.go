@@ -28,8 +28,8 @@ type Config struct {
 	// public client, which PKCE alone protects).
 	ClientID     string
 	ClientSecret string
-	// ExternalURL is the URL people reach this node at (scheme, host and
-	// an optional path prefix); the redirect URI is ExternalURL +
+	// ExternalURL is the URL people reach this node at (scheme and host:
+	// the UI is at /ui/ of it); the redirect URI is ExternalURL +
 	// /ui/callback, and command-line sign-in links name it.
 	ExternalURL string
 	// TenantClaim is the ID-token claim naming the user's tenant
@@ -222,7 +222,7 @@ func (c *Config) withDefaults() error {
 	}
 	c.ExternalURL = strings.TrimSuffix(c.ExternalURL, "/")
 	if u, err := url.Parse(c.ExternalURL); c.ExternalURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") ||
-		u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("--external-url %q: want the URL people reach this node at, e.g. https://mesh.example.com", c.ExternalURL))
 	}
 	if c.TenantClaim == "" {
