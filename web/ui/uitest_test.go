@@ -15,7 +15,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/pwmesh/pwmesh/cas"
 	"github.com/pwmesh/pwmesh/cas/fsstore"
@@ -36,7 +36,7 @@ import (
 // TestMain lets the cluster tests' jobs run in children of this binary.
 func TestMain(m *testing.M) {
 	nodetest.MaybeRunChild()
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // nodeID is the unit environment's node: the sign-in page must never name it.
