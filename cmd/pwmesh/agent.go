@@ -161,7 +161,7 @@ func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, st
 	cfg.Ready = func(info node.Info) {
 		fmt.Fprintf(stdout, "pwmesh node %s is ready\n", info.NodeID)
 		fmt.Fprintf(stdout, "  API:         %s\n", info.APIURL)
-		fmt.Fprintf(stdout, "  Web UI:      %s (not served by this build yet)\n", info.UIURL)
+		fmt.Fprintf(stdout, "  Web UI:      %s\n", info.UIURL)
 		if info.TokenFile != "" {
 			abs, err := filepath.Abs(info.TokenFile)
 			if err != nil {
