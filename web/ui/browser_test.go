@@ -88,8 +88,9 @@ func TestBrowser(t *testing.T) {
 	if err := chromedp.Do(bctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	// Any dialog (an alert a hostile name would open) is counted and
-	// dismissed, so that it cannot block the page.
+	// A confirmation (cancel a job?) is accepted; any other dialog (an
+	// alert a hostile name would open) is counted and dismissed, so that
+	// it cannot block the page.
 	var dialogs atomic.Int32
 	events := chromedp.Events(bctx, cdppage.JavascriptDialogOpening)
 	go func() {
@@ -97,9 +98,12 @@ func TestBrowser(t *testing.T) {
 			if err != nil {
 				return
 			}
-			dialogs.Add(1)
-			t.Logf("dialog: %s %q", ev.Type, ev.Message)
-			_, _ = chromedp.Call(bctx, cdppage.HandleJavaScriptDialog, cdppage.HandleJavaScriptDialogParams{Accept: false})
+			confirm := string(ev.Type) == "confirm"
+			if !confirm {
+				dialogs.Add(1)
+				t.Logf("dialog: %s %q", ev.Type, ev.Message)
+			}
+			_, _ = chromedp.Call(bctx, cdppage.HandleJavaScriptDialog, cdppage.HandleJavaScriptDialogParams{Accept: confirm})
 		}
 	}()
 
@@ -164,7 +168,8 @@ func TestBrowser(t *testing.T) {
 				return
 			}
 			if errors.Is(err, chromedp.ErrPollingTimeout) || ctx.Err() != nil {
-				t.Fatalf("waiting for %s: %v", what, err)
+				where, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText`))
+				t.Fatalf("waiting for %s: %v; the page:\n%s", what, err, where)
 			}
 		}
 	}
@@ -294,6 +299,29 @@ func TestBrowser(t *testing.T) {
 	if jobs, _, err := mine.ListJobs(ctx, client.ListJobsOptions{}); err != nil || len(jobs) != 1 {
 		t.Fatalf("jobs %d, %v: a forged submission made one", len(jobs), err)
 	}
+
+	// A job no node can run waits in the queue, and says why; the jobs
+	// page follows it live, and its page cancels it.
+	stuck := scheduler.JobRequest{Type: "generate_dataset", Resources: scheduler.Resources{GPUs: 1, GPUModel: "T4-16GB"}}
+	q1, err := mine.SubmitJob(ctx, stuck, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, err := mine.SubmitJob(ctx, stuck, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do("open the jobs page", chromedp.Navigate(n.URL+"/ui/jobs"))
+	row := `document.querySelector('tr[data-job="` + q1.ID + `"]')`
+	waitFor("the waiting job and its reason", row+` && `+row+`.querySelector(".badge-queued") && `+row+`.querySelector(".reason").textContent.trim() !== ""`, 30*time.Second)
+	if _, err := mine.CancelJob(ctx, q1.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the row to show the cancellation by itself", row+`.querySelector('[data-field="state"]').textContent === "cancelled"`, 60*time.Second)
+	do("open the other waiting job", chromedp.Navigate(n.URL+"/ui/jobs/"+q2.ID))
+	waitFor("its reason", `document.getElementById("job-reason").textContent.trim() !== ""`, 30*time.Second)
+	do("cancel it", chromedp.Click(chromedp.CSS(`form[action$="/cancel"] button`)))
+	waitFor("the cancelled job", `location.search === "?ok=cancelled" && document.getElementById("job-state").textContent === "cancelled"`, 30*time.Second)
 
 	// Another tenant's job typed into the address bar is not found.
 	do("open another tenant's job", chromedp.Navigate(n.URL+"/ui/jobs/"+theirs.ID))

@@ -10,6 +10,9 @@
   var TERMINAL = { succeeded: 1, failed: 1, cancelled: 1, timed_out: 1 };
 
   function terminal(state) { return TERMINAL.hasOwnProperty(state); }
+  // leaving is set once a form of the page is sent.
+  var leaving = false;
+  document.addEventListener('submit', function (ev) { if (!ev.defaultPrevented) { leaving = true; } });
   function stateName(state) { return String(state).replace(/_/g, ' '); }
   var BADGES = { queued: 'queued', running: 'running', succeeded: 'ok', failed: 'bad', cancelled: 'off', timed_out: 'warn' };
   function badgeClass(state) { return 'badge badge-' + (BADGES[state] || 'off'); }
@@ -75,8 +78,9 @@
       setText(document.getElementById('job-queue'), j.queue_position ? 'Position ' + j.queue_position + ' in the queue. ' : '');
       setText(document.getElementById('job-reason'), j.reason || '');
       if (box) { box.classList.toggle('hidden', !(j.reason || j.queue_position)); }
-      // A finished job's page shows its metrics, image and bundle.
-      if (changed && terminal(j.state)) { location.reload(); }
+      // A finished job's page shows its metrics, image and bundle (unless
+      // a form of the page is being sent: its answer is the next page).
+      if (changed && terminal(j.state) && !leaving) { location.reload(); }
     });
     var log = document.getElementById('job-log');
     if (log && log.getAttribute('data-follow')) { followLog(log, log.getAttribute('data-follow')); }
