@@ -1,9 +1,11 @@
 package ui_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +27,15 @@ func TestSessionAcrossNodes(t *testing.T) {
 	}
 	a, b2, b3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 
+	// A real node's sign-in page names no node and no version.
+	p := newBrowser(t, b2.URL).get("/ui/login")
+	wantStatus(t, p, http.StatusOK)
+	for _, s := range []string{a.ID(), b2.ID(), b3.ID(), "nodetest", nodetest.AdminToken} {
+		if strings.Contains(p.body, s) || strings.Contains(fmt.Sprint(p.header), s) {
+			t.Errorf("the sign-in page shows %q", s)
+		}
+	}
+
 	admin := newBrowser(t, a.URL)
 	admin.mustSignIn(nodetest.AdminToken)
 	cookie := admin.sessionCookie()
@@ -41,7 +52,7 @@ func TestSessionAcrossNodes(t *testing.T) {
 	}
 
 	// An admin makes a key on node 1; its owner signs in on node 3.
-	p := admin.post("/ui/keys", url.Values{"csrf": {admin.csrf()}, "tenant": {"acme"}, "tier": {"paid"}, "name": {"ada"}})
+	p = admin.post("/ui/keys", url.Values{"csrf": {admin.csrf()}, "tenant": {"acme"}, "tier": {"paid"}, "name": {"ada"}})
 	wantStatus(t, p, http.StatusCreated)
 	m := regexp.MustCompile(`readonly value="(pwm_[0-9a-f]+)"`).FindStringSubmatch(p.body)
 	if m == nil {
