@@ -112,8 +112,9 @@ type Config struct {
 	Binary    string          `json:"-"` // the pwmesh executable for child processes
 	Ready     func(Info)      `json:"-"` // called once the node serves
 	ChildArgs []string        `json:"-"` // tests re-enter a test binary
-	// Raft timings (zero: scheduler.RaftConfig's defaults, tuned for fast
-	// failover); tests on a loaded machine raise them.
+	// Raft timings (zero: scheduler.RaftConfig's defaults, 1 s/1 s/500 ms;
+	// 200/200/100 ms with Dev, whose node is its group's only voter).
+	// Tests set their own (node/nodetest).
 	RaftHeartbeat, RaftElection, RaftLeaderLease time.Duration `json:"-"`
 	ChildEnv                                     []string      `json:"-"` // added to child processes' environment
 }
@@ -271,6 +272,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Dev && c.BootstrapExpect == Defaults().BootstrapExpect {
 		c.BootstrapExpect = 1
+	}
+	if c.Dev && c.RaftHeartbeat == 0 && c.RaftElection == 0 && c.RaftLeaderLease == 0 {
+		// A lone voter has no follower to miss its heartbeats, so tight
+		// timings cost it nothing, and it elects itself 0.2-0.4 s after
+		// it starts instead of 1-2 s (docs/consensus.md, "Raft timings").
+		c.RaftHeartbeat, c.RaftElection, c.RaftLeaderLease = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	}
 	if c.BootstrapExpect < 1 || c.BootstrapExpect > 7 {
 		bad("--bootstrap-expect %d: want 1 to 7", c.BootstrapExpect)

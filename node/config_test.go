@@ -22,6 +22,19 @@ func TestConfigDefaultsAndDev(t *testing.T) {
 	if c.Bind != "127.0.0.1" || c.BootstrapExpect != 1 || c.HTTPAddr != "127.0.0.1:8080" || time.Duration(c.LeaseTTL) != 9*time.Second {
 		t.Fatalf("dev defaults: %+v", c)
 	}
+	// A dev node, its group's only voter, keeps fast Raft timings; any
+	// other node leaves them to scheduler.RaftConfig's defaults.
+	if c.RaftHeartbeat != 200*time.Millisecond || c.RaftElection != 200*time.Millisecond || c.RaftLeaderLease != 100*time.Millisecond {
+		t.Fatalf("dev Raft timings %v/%v/%v, want 200/200/100 ms", c.RaftHeartbeat, c.RaftElection, c.RaftLeaderLease)
+	}
+	p := Defaults()
+	p.ClusterKeyFile = "cluster.key"
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p.RaftHeartbeat != 0 || p.RaftElection != 0 || p.RaftLeaderLease != 0 {
+		t.Fatalf("Raft timings %v/%v/%v outside --dev, want zero (the defaults)", p.RaftHeartbeat, p.RaftElection, p.RaftLeaderLease)
+	}
 }
 
 func TestConfigPrecedence(t *testing.T) {

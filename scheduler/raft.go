@@ -23,8 +23,10 @@ type RaftConfig struct {
 	// Bootstrap makes this node the first voter of a new cluster when it has
 	// no Raft state yet. It is ignored once state exists.
 	Bootstrap bool
-	// Timings. Defaults: 200 ms heartbeat and election, 100 ms leader lease,
-	// 20 ms commit.
+	// Timings. Defaults: 1 s heartbeat and election, 500 ms leader lease
+	// (hashicorp/raft's own; at most half the heartbeat timeout), 20 ms
+	// commit. Tighter timings make a loaded group change leaders for
+	// nothing (docs/consensus.md, "Raft timings").
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -49,9 +51,10 @@ func (c *RaftConfig) withDefaults() error {
 			*d = v
 		}
 	}
-	def(&c.HeartbeatTimeout, 200*time.Millisecond)
-	def(&c.ElectionTimeout, 200*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 100*time.Millisecond)
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	// hashicorp/raft refuses a lease longer than the heartbeat timeout.
+	def(&c.LeaderLeaseTimeout, min(500*time.Millisecond, c.HeartbeatTimeout/2))
 	def(&c.CommitTimeout, 20*time.Millisecond)
 	def(&c.ApplyTimeout, 10*time.Second)
 	if c.SnapshotThreshold == 0 {

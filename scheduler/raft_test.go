@@ -18,6 +18,28 @@ func TestOpenRaftValidates(t *testing.T) {
 	}
 }
 
+// TestRaftTimingDefaults: hashicorp/raft's own (1 s/1 s/500 ms), and a lease
+// that fits a heartbeat timeout set alone.
+func TestRaftTimingDefaults(t *testing.T) {
+	t.Parallel()
+	_, trans := raft.NewInmemTransport("")
+	defer trans.Close()
+	c := RaftConfig{NodeID: "n1", Dir: t.TempDir(), Transport: trans}
+	if err := c.withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.HeartbeatTimeout != time.Second || c.ElectionTimeout != time.Second || c.LeaderLeaseTimeout != 500*time.Millisecond {
+		t.Fatalf("defaults %v/%v/%v, want 1s/1s/500ms", c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout)
+	}
+	fast := RaftConfig{NodeID: "n1", Dir: t.TempDir(), Transport: trans, HeartbeatTimeout: 100 * time.Millisecond}
+	if err := fast.withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if fast.LeaderLeaseTimeout != 50*time.Millisecond {
+		t.Fatalf("lease %v with a 100 ms heartbeat timeout, want 50ms", fast.LeaderLeaseTimeout)
+	}
+}
+
 func TestRaftApply(t *testing.T) {
 	t.Parallel()
 	r, _ := openTestRaft(t, t.TempDir())
