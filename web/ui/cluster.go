@@ -1,9 +1,12 @@
 package ui
 
 import (
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -145,4 +148,37 @@ func (u *UI) usagePage(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	u.render(w, http.StatusOK, "usage", newView(s, "Usage", "usage", d))
+}
+
+// maxInvoiceCSV bounds the invoice's CSV (a few lines; the bound is
+// generous).
+const maxInvoiceCSV = 1 << 20
+
+// invoiceCSV serves a month's invoice (this month by default) as the API
+// writes it with Accept: text/csv, as a download.
+func (u *UI) invoiceCSV(w http.ResponseWriter, r *http.Request, s *session) {
+	month := r.URL.Query().Get("month")
+	if month == "" {
+		month = u.now().UTC().Format("2006-01")
+	}
+	rec, err := u.call(r, s, http.MethodGet, "/usage/invoice?month="+url.QueryEscape(month), nil,
+		http.Header{"Accept": {"text/csv"}}, maxInvoiceCSV, false)
+	if err == nil && rec.over {
+		err = &apiError{Status: http.StatusInternalServerError, Code: "too_large", Message: "the invoice is too large to download"}
+	}
+	if err != nil {
+		u.apiFailure(w, r, s, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/csv; charset=utf-8")
+	// The API names the file after the tenant and the month.
+	disp := rec.hdr.Get("Content-Disposition")
+	if !strings.HasPrefix(disp, "attachment") {
+		disp = mime.FormatMediaType("attachment", map[string]string{"filename": "invoice-" + month + ".csv"})
+	}
+	h.Set("Content-Disposition", disp)
+	h.Set("Content-Length", strconv.Itoa(rec.body.Len()))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(rec.body.Bytes())
 }

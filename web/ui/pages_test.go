@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pwmesh/pwmesh/scheduler"
+	"github.com/pwmesh/pwmesh/web/client"
 )
 
 const hostile = `<img src=x onerror=alert(1)>`
@@ -267,5 +268,54 @@ func TestFollowLogThroughProxy(t *testing.T) {
 	wantContains(t, p, "badge-bad", "boom", "&lt;img src=x onerror=alert(1)&gt;")
 	if strings.Contains(p.body, hostile) {
 		t.Error("the job's error message renders as markup")
+	}
+}
+
+// The usage page links the month's invoice as CSV: the API's own CSV
+// (Accept: text/csv) for the session's tenant, as a download.
+func TestInvoiceCSV(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.upload(e.acme, "m.npz", []byte("measurement"))
+	b := newBrowser(t, e.url)
+	b.mustSignIn(e.acme)
+	p := b.get("/ui/usage?month=2026-03")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, `id="invoice-csv"`, `href="/ui/usage/invoice.csv?month=2026-03" download`)
+
+	p = b.get("/ui/usage/invoice.csv?month=2026-03")
+	wantStatus(t, p, http.StatusOK)
+	if ct, cd := p.header.Get("Content-Type"), p.header.Get("Content-Disposition"); ct != "text/csv; charset=utf-8" ||
+		cd != "attachment; filename=invoice-acme-2026-03.csv" {
+		t.Fatalf("Content-Type %q, Content-Disposition %q", ct, cd)
+	}
+	if !strings.HasPrefix(p.body, "item,quantity,free,billable,unit_price,amount\n") || !strings.Contains(p.body, "\nstorage_gb_months,") {
+		t.Fatalf("the CSV:\n%s", p.body)
+	}
+	// The API's own CSV, byte for byte (this environment meters no API
+	// calls, so that the two agree).
+	api, err := client.New(e.url, e.acme).InvoiceCSV(t.Context(), "2026-03", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.body != string(api) {
+		t.Fatalf("the UI's CSV:\n%s\nthe API's:\n%s", p.body, api)
+	}
+	// No month: this month; another tenant's session: its own invoice.
+	g := newBrowser(t, e.url)
+	g.mustSignIn(e.globex)
+	p = g.get("/ui/usage/invoice.csv")
+	wantStatus(t, p, http.StatusOK)
+	if cd := p.header.Get("Content-Disposition"); cd != "attachment; filename=invoice-globex-2026-03.csv" {
+		t.Fatalf("Content-Disposition %q", cd)
+	}
+	// A month that is not one is refused as the API refuses it.
+	p = b.get("/ui/usage/invoice.csv?month=March")
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, `role="alert"`)
+	// Without a session: sign in first, and come back to the download.
+	p = newBrowser(t, e.url).get("/ui/usage/invoice.csv?month=2026-03")
+	if p.status != http.StatusSeeOther || p.location() != "/ui/login?next="+url.QueryEscape("/ui/usage/invoice.csv?month=2026-03") {
+		t.Fatalf("without a session: %d to %q", p.status, p.location())
 	}
 }

@@ -169,6 +169,7 @@ func (u *UI) routes() http.Handler {
 	mux.HandleFunc("POST /ui/datasets/{id}/delete", u.action(fixedReturn("/ui/datasets"), u.deleteDataset))
 	mux.HandleFunc("GET /ui/nodes", u.page(u.nodesPage))
 	mux.HandleFunc("GET /ui/usage", u.page(u.usagePage))
+	mux.HandleFunc("GET /ui/usage/invoice.csv", u.page(u.invoiceCSV))
 	mux.HandleFunc("GET /ui/keys", u.page(u.keysPage))
 	mux.HandleFunc("POST /ui/keys", u.action(fixedReturn("/ui/keys"), u.createKey))
 	mux.HandleFunc("POST /ui/keys/{id}/delete", u.action(fixedReturn("/ui/keys"), u.deleteKey))
