@@ -102,7 +102,11 @@ func TestThreeVotersServeAndSurviveLeaderLoss(t *testing.T) {
 func TestWorkerKilledMidJobRequeuesAndReruns(t *testing.T) {
 	t.Parallel()
 	specs := append(nodetest.Voters(3), nodetest.Spec{GPUs: "fake:1xA100-80GB"})
-	c := nodetest.Start(t, specs...)
+	// A longer lease than nodetest's 5 s: on a loaded machine (make test
+	// on 2 cores under -race) a runner starved past 2/3 of a 5 s lease
+	// stops its job and the job runs again, which is right but not what
+	// this test is about.
+	c := nodetest.StartWith(t, nodetest.Options{LeaseTTL: 12 * time.Second}, specs...)
 	leader := c.WaitForLeader(30 * time.Second)
 	gpuNode := c.Nodes[3]
 	gen := submit(t, leader, "generate_dataset", "", `{"size":64,"seed":4}`, scheduler.Resources{})
@@ -122,8 +126,14 @@ func TestWorkerKilledMidJobRequeuesAndReruns(t *testing.T) {
 	}
 	c.Restart(gpuNode)
 	done := waitState(t, leader, slow.ID, 3*time.Minute, terminal)
-	if done.State != scheduler.StateSucceeded || done.Attempts != 2 {
+	if done.State != scheduler.StateSucceeded || done.Attempts < 2 {
 		t.Fatalf("job after the node came back: state %s attempts %d error %+v", done.State, done.Attempts, done.Error)
+	}
+	if done.Attempts > 2 {
+		// Another lease lost to a starved runner (each loss is an
+		// attempt, and never two runs at once); the death above was
+		// counted exactly (attempts 1 while queued).
+		t.Logf("the job took %d attempts: a lease expired under load", done.Attempts)
 	}
 }
 

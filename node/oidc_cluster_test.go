@@ -62,17 +62,26 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 			}
 		}
 	}
-	keyNamed := func(name string) (client.KeyInfo, bool) {
-		keys, err := leader.Client.ListKeys(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range keys {
-			if k.Name == name {
-				return k, true
+	// keyNamed looks the key up on the current leader, waiting (a while)
+	// until its presence is what the test expects: a replica may lag a
+	// write another node committed.
+	keyNamed := func(name string, want bool) (client.KeyInfo, bool) {
+		var found client.KeyInfo
+		var ok bool
+		nodetest.Poll(10*time.Second, func() bool {
+			keys, err := c.WaitForLeader(30 * time.Second).Client.ListKeys(ctx)
+			if err != nil {
+				return false
 			}
-		}
-		return client.KeyInfo{}, false
+			found, ok = client.KeyInfo{}, false
+			for _, k := range keys {
+				if k.Name == name {
+					found, ok = k, true
+				}
+			}
+			return ok == want
+		})
+		return found, ok
 	}
 
 	// The sign-in page offers the provider, and its button carries the
@@ -90,7 +99,7 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 	if pg.Status != http.StatusOK || pg.URL.Host != hostOf(t, land.URL) || pg.URL.Path != "/ui/datasets" || !strings.Contains(pg.Body, "acme") {
 		t.Fatalf("sign-in ended at %d %s:\n%s", pg.Status, pg.URL, pg.Body)
 	}
-	k, ok := keyNamed("oidc:ann@acme.example")
+	k, ok := keyNamed("oidc:ann@acme.example", true)
 	if !ok || k.Tenant != "acme" || k.Tier != "paid" || k.Admin || k.ExpiresAt == nil ||
 		k.ExpiresAt.Sub(time.Now()) < 11*time.Hour || k.ExpiresAt.Sub(time.Now()) > 13*time.Hour {
 		t.Fatalf("the session's key: %+v (found %v)", k, ok)
@@ -115,7 +124,7 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 	if pg = b.Visit(http.MethodPost, c.Nodes[0].URL+"/ui/logout", url.Values{"csrf": {tok}}, nil); pg.Status != http.StatusOK {
 		t.Fatalf("sign-out: %d %s", pg.Status, pg.URL)
 	}
-	if _, ok := keyNamed("oidc:ann@acme.example"); ok {
+	if _, ok := keyNamed("oidc:ann@acme.example", false); ok {
 		t.Fatal("the session's key outlived sign-out")
 	}
 
@@ -124,12 +133,12 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 	if pg := oidctest.NewBrowser(t).Get(land.URL+"/ui/login/oidc?next=/ui/keys", nil); pg.Status != http.StatusOK || pg.URL.Path != "/ui/keys" {
 		t.Fatalf("admin sign-in: %d %s", pg.Status, pg.URL)
 	}
-	if k, ok := keyNamed("oidc:bob@acme.example"); !ok || !k.Admin || k.Tenant != "acme" {
+	if k, ok := keyNamed("oidc:bob@acme.example", true); !ok || !k.Admin || k.Tenant != "acme" {
 		t.Fatalf("admin's key %+v", k)
 	}
 
 	// A stranger sees that and nothing else; no key is made.
-	before, err := leader.Client.ListKeys(ctx)
+	before, err := c.WaitForLeader(30 * time.Second).Client.ListKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +158,7 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 			}
 		}
 	}
-	if after, err := leader.Client.ListKeys(ctx); err != nil || len(after) != len(before) {
+	if after, err := c.WaitForLeader(30 * time.Second).Client.ListKeys(ctx); err != nil || len(after) != len(before) {
 		t.Fatalf("keys before %d, after %d (%v)", len(before), len(after), err)
 	}
 
@@ -181,7 +190,7 @@ func TestOIDCSignInAcrossTheMesh(t *testing.T) {
 			t.Fatalf("%s: the command line's key: %v", n, err)
 		}
 	}
-	if k, ok := keyNamed("cli:cy@acme.example"); !ok || k.Tenant != "acme" || k.Tier != "paid" {
+	if k, ok := keyNamed("cli:cy@acme.example", true); !ok || k.Tenant != "acme" || k.Tier != "paid" {
 		t.Fatalf("cli key %+v", k)
 	}
 	postJSON(t, start.URL+"/ui/cli-login/poll", map[string]string{"poll": st.Poll}, http.StatusNotFound, nil)

@@ -91,6 +91,8 @@ type Options struct {
 	// Raft timings of every node; zero keeps nodetest's own: 200/200/100
 	// ms, 600/600/300 ms under the race detector.
 	RaftHeartbeat, RaftElection, RaftLeaderLease time.Duration
+	// LeaseTTL of every node's job leases; zero keeps nodetest's 5 s.
+	LeaseTTL time.Duration
 }
 
 // Cluster is a set of in-process nodes.
@@ -207,6 +209,9 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	}
 	cfg.NoMetering = s.NoMetering
 	cfg.LeaseTTL = node.Duration(5 * time.Second)
+	if c.opts.LeaseTTL > 0 {
+		cfg.LeaseTTL = node.Duration(c.opts.LeaseTTL)
+	}
 	cfg.FastTimings = true
 	// Raft: fast elections for tests on one machine, not the production
 	// defaults (1 s/1 s/500 ms), which would make every failover in a test
