@@ -1,18 +1,17 @@
 package oidc
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/pwmesh/pwmesh/web/cookieseal"
 )
 
 // DeriveStateKey derives the key that seals the flow's state cookie from
@@ -55,56 +54,33 @@ const (
 // stateAAD binds a sealed state to its use and format.
 var stateAAD = []byte("pwmesh oidc login state v1")
 
-// sealer encrypts and authenticates cookies (AES-256-GCM).
-type sealer struct{ aead cipher.AEAD }
+// sealer seals the sign-in state into its cookie.
+type sealer struct{ s *cookieseal.Sealer }
 
 func newSealer(key []byte) (*sealer, error) {
-	if len(key) != 32 {
-		return nil, fmt.Errorf("oidc: state key is %d bytes, want 32 (DeriveStateKey)", len(key))
-	}
-	b, err := aes.NewCipher(key)
+	s, err := cookieseal.New(key, string(stateAAD), maxCookieLen)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("oidc: state key: %w (DeriveStateKey)", err)
 	}
-	g, err := cipher.NewGCM(b)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: g}, nil
+	return &sealer{s: s}, nil
 }
 
 func (s *sealer) seal(v *loginState) (string, error) {
-	plain, err := json.Marshal(v)
-	if err != nil {
-		return "", err
-	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return "", err
-	}
-	out := base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, stateAAD))
-	if len(out) > maxCookieLen {
+	out, err := s.s.Seal(v)
+	if errors.Is(err, cookieseal.ErrTooLarge) {
 		return "", errors.New("oidc: sign-in state too large for a cookie")
 	}
-	return out, nil
+	return out, err
 }
 
 // open returns the state sealed in value; tampering, another key or
 // another format fails.
 func (s *sealer) open(value string) (*loginState, error) {
-	if len(value) > maxCookieLen {
-		return nil, errors.New("oidc: state cookie too long")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(value)
-	if err != nil || len(b) < s.aead.NonceSize() {
-		return nil, errors.New("oidc: malformed state cookie")
-	}
-	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], stateAAD)
-	if err != nil {
-		return nil, errors.New("oidc: state cookie does not open")
-	}
 	var v loginState
-	if err := json.Unmarshal(plain, &v); err != nil || v.V != stateVersion || v.State == "" || v.Nonce == "" || v.Verifier == "" {
+	if err := s.s.Open(value, &v); err != nil {
+		return nil, fmt.Errorf("oidc: state cookie: %w", err)
+	}
+	if v.V != stateVersion || v.State == "" || v.Nonce == "" || v.Verifier == "" {
 		return nil, errors.New("oidc: state cookie of another format")
 	}
 	return &v, nil

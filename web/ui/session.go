@@ -1,20 +1,19 @@
 package ui
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/pwmesh/pwmesh/web/cookieseal"
 )
 
 // Identity is whom a session acts for: what a sign-in establishes. The
@@ -86,56 +85,33 @@ func DeriveSessionKey(secret []byte) ([]byte, error) {
 	return hkdf.Key(sha256.New, secret, nil, "pwmesh web ui session cookie v1", 32)
 }
 
-// sealer encrypts and authenticates session cookies (AES-256-GCM).
-type sealer struct{ aead cipher.AEAD }
+// sealer seals sessions into their cookie.
+type sealer struct{ s *cookieseal.Sealer }
 
 func newSealer(key []byte) (*sealer, error) {
-	if len(key) != 32 {
-		return nil, fmt.Errorf("ui: session key is %d bytes, want 32 (DeriveSessionKey)", len(key))
-	}
-	b, err := aes.NewCipher(key)
+	s, err := cookieseal.New(key, string(sessionAAD), maxCookieLen)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ui: session key: %w (DeriveSessionKey)", err)
 	}
-	g, err := cipher.NewGCM(b)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: g}, nil
+	return &sealer{s: s}, nil
 }
 
 func (s *sealer) seal(v *session) (string, error) {
-	plain, err := json.Marshal(v)
-	if err != nil {
-		return "", err
-	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return "", err
-	}
-	out := base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, sessionAAD))
-	if len(out) > maxCookieLen {
+	out, err := s.s.Seal(v)
+	if errors.Is(err, cookieseal.ErrTooLarge) {
 		return "", errors.New("ui: session too large for a cookie")
 	}
-	return out, nil
+	return out, err
 }
 
 // open returns the session sealed in value; any tampering, another key or
 // another format fails.
 func (s *sealer) open(value string) (*session, error) {
-	if len(value) > maxCookieLen {
-		return nil, errors.New("ui: session cookie too long")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(value)
-	if err != nil || len(b) < s.aead.NonceSize() {
-		return nil, errors.New("ui: malformed session cookie")
-	}
-	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], sessionAAD)
-	if err != nil {
-		return nil, errors.New("ui: session cookie does not open")
-	}
 	var v session
-	if err := json.Unmarshal(plain, &v); err != nil || v.V != sessionVersion || v.Key == "" || v.CSRF == "" {
+	if err := s.s.Open(value, &v); err != nil {
+		return nil, fmt.Errorf("ui: session cookie: %w", err)
+	}
+	if v.V != sessionVersion || v.Key == "" || v.CSRF == "" {
 		return nil, errors.New("ui: session cookie of another format")
 	}
 	return &v, nil
