@@ -49,7 +49,7 @@ const monthLayout = "2006-01"
 var usageNotes = []string{
 	"gpu_minutes is GPUs × run time of every attempt in the month, to the second (a run that spans two months is split between them; a running one counts up to now), including jobs whose records were pruned",
 	"api_calls counts every authenticated request of the tenant once, on whichever node it landed; api_calls_today is today's (UTC) count, which the daily quota limits",
-	"storage is the tenant's datasets (sealed size) and kept RunBundles stored now, each object once however many copies exist, priced as a whole month",
+	"storage is the tenant's datasets (sealed size), kept RunBundles and the compiled operators its jobs made, stored now, each object once however many copies exist, priced as a whole month",
 	"cost_usd is what the month's invoice bills (GET /usage/invoice): the free tier's allowances are not billed; amounts are rounded to the cent",
 }
 
