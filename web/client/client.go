@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -143,14 +145,62 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
-	body, size := r.body, r.size
-	contentType := ""
-	if body == nil && r.json != nil {
+	var encoded []byte // a JSON body, which can be sent again
+	if r.body == nil && r.json != nil {
 		b, err := json.Marshal(r.json)
 		if err != nil {
 			return nil, fmt.Errorf("pwmesh: encode %s %s: %w", r.method, r.path, err)
 		}
-		body, size, contentType = bytes.NewReader(b), int64(len(b)), "application/json"
+		encoded = b
+	}
+	for attempt := 1; ; attempt++ {
+		resp, err := c.send(ctx, r, target, encoded)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			apiErr := decodeError(resp)
+			resp.Body.Close()
+			// A node's per-key rate limit: wait as told and send again, a
+			// few times, when the body can be sent again.
+			wait, ok := retryAfter(resp.Header.Get("Retry-After"))
+			if apiErr.Code == "rate_limited" && ok && wait <= maxRateWait &&
+				attempt < maxRateTries && r.body == nil {
+				select {
+				case <-ctx.Done():
+					return nil, apiErr
+				case <-time.After(wait):
+				}
+				continue
+			}
+			return nil, apiErr
+		}
+		return resp, nil
+	}
+}
+
+// A rate-limited request is sent again at most maxRateTries times in all,
+// each after the node's Retry-After when that is at most maxRateWait.
+const (
+	maxRateTries = 4
+	maxRateWait  = 10 * time.Second
+)
+
+// retryAfter reads a Retry-After header's seconds.
+func retryAfter(v string) (time.Duration, bool) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+// send makes one attempt of r (with encoded as its JSON body, if any).
+func (c *Client) send(ctx context.Context, r request, target string, encoded []byte) (*http.Response, error) {
+	body, size := r.body, r.size
+	contentType := ""
+	if encoded != nil {
+		body, size, contentType = bytes.NewReader(encoded), int64(len(encoded)), "application/json"
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, target, body)
 	if err != nil {
@@ -180,10 +230,6 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("pwmesh: %w", err) // a *url.Error names method and URL
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
 	}
 	return resp, nil
 }

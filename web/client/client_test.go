@@ -578,3 +578,42 @@ func TestAddrForms(t *testing.T) {
 		t.Error("a client without an address did not fail")
 	}
 }
+
+// TestRateLimitedRequestIsSentAgain: a 429 rate_limited with a short
+// Retry-After is sent again (the same JSON body); a quota refusal is not.
+func TestRateLimitedRequestIsSentAgain(t *testing.T) {
+	t.Parallel()
+	var tries atomic.Int32
+	var bodies sync.Map
+	c := newServer(t, map[string]http.HandlerFunc{
+		"POST /jobs": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			n := tries.Add(1)
+			bodies.Store(n, string(b))
+			if n < 3 {
+				w.Header().Set("Retry-After", "0")
+				writeError(w, http.StatusTooManyRequests, "rate_limited", "slow down")
+				return
+			}
+			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: "job_1", State: scheduler.StateQueued})
+		},
+		"GET /jobs/{id}": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "3600")
+			writeError(w, http.StatusTooManyRequests, "quota_exceeded", "calls of the day used")
+		},
+	})
+	j, err := c.SubmitJob(t.Context(), scheduler.JobRequest{Type: "generate_dataset"}, "")
+	if err != nil || j.ID != "job_1" || tries.Load() != 3 {
+		t.Fatalf("submit: %+v %v after %d tries", j, err, tries.Load())
+	}
+	first, _ := bodies.Load(int32(1))
+	last, _ := bodies.Load(int32(3))
+	if first != last || !strings.Contains(first.(string), "generate_dataset") {
+		t.Fatalf("bodies differ: %q vs %q", first, last)
+	}
+	_, err = c.GetJob(t.Context(), "job_1")
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != "quota_exceeded" {
+		t.Fatalf("quota refusal: %v", err)
+	}
+}
