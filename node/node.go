@@ -71,6 +71,7 @@ type Node struct {
 	tls      *tls.Config // the API's, nil for plain HTTP
 
 	claims        *claimMetrics
+	jobMetrics    *jobMetrics // the runs that end on this node's worker
 	gpuMetrics    *gpuMetrics
 	registered    chan struct{}
 	regOnce       sync.Once
@@ -107,6 +108,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
 	n := &Node{cfg: cfg, registry: prometheus.NewRegistry(), registered: make(chan struct{}), memberChanged: make(chan struct{}, 1)}
+	n.jobMetrics = newJobMetrics(n.registry)
 	var err error
 	if n.id, err = loadOrCreate(filepath.Join(cfg.DataDir, "node-id"), func() string { return "node-" + randHex(6) }); err != nil {
 		return nil, err
@@ -177,6 +179,9 @@ func New(cfg Config) (*Node, error) {
 		// Images and outputs: docs/executors.md.
 		Images:         images,
 		MaxOutputBytes: cfg.MaxOutputBytes,
+		Finished: func(j scheduler.Job, state string, ran time.Duration) {
+			n.jobMetrics.observe(j.Type, state, ran)
+		},
 	}, n.fsm, n, n.store, exec)
 	if err != nil {
 		return nil, err
@@ -487,6 +492,11 @@ func (n *Node) registerMetrics() {
 	n.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(n.cfg.Version, n.cfg.Commit),
+		clusterCollector{leads: n.raft.IsLeader, now: n.cfg.Clock.Now, jobs: func() []scheduler.Job {
+			jobs, _ := n.fsm.Jobs(scheduler.JobFilter{})
+			return jobs
+		}},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pwmesh_raft_leader", Help: "1 when this node is the Raft leader."}, func() float64 {
 			if n.raft.IsLeader() {
 				return 1

@@ -213,7 +213,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.NewID = randomID
 	}
 	s := &Server{cfg: cfg, deps: deps}
-	m, err := newHTTPMetrics(cfg.Registry, deps.State)
+	m, err := newHTTPMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
 	}

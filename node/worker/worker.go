@@ -94,6 +94,9 @@ type Config struct {
 	Logger          *slog.Logger
 	NewID           func(prefix string) string // required
 	Storage         Storage                    // required
+	// Finished, when set, is told of each run whose completion the leader
+	// accepted: the job as leased, its outcome and how long it ran.
+	Finished func(j scheduler.Job, state string, ran time.Duration)
 }
 
 // Reasons a run is stopped; they decide what is reported.
@@ -859,6 +862,13 @@ func (w *Worker) finish(ctx context.Context, j scheduler.Job, st string, res *re
 		switch {
 		case err == nil:
 			w.cfg.Logger.Info("job finished", "job_id", j.ID, "state", st)
+			if w.cfg.Finished != nil {
+				var ran time.Duration
+				if j.StartedAt != nil && c.At.After(*j.StartedAt) {
+					ran = c.At.Sub(*j.StartedAt)
+				}
+				w.cfg.Finished(j, st, ran)
+			}
 			return
 		case errors.Is(err, scheduler.ErrStaleToken), errors.Is(err, scheduler.ErrNotFound):
 			w.cfg.Logger.Warn("job result refused: lease no longer held", "job_id", j.ID, "err", err)

@@ -1,0 +1,149 @@
+package node_test
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pwmesh/pwmesh/node/nodetest"
+	"github.com/pwmesh/pwmesh/scheduler"
+)
+
+// scrape reads a node's GET /metrics as Prometheus would.
+func scrape(t *testing.T, n *nodetest.Node) string {
+	t.Helper()
+	resp, err := http.Get(n.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics on %s: %d %v", n, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// seriesNames are the metric names in a scrape (histogram series keep
+// their _bucket, _sum and _count suffixes).
+func seriesNames(body string) map[string]bool {
+	names := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, "{")
+		name, _, _ = strings.Cut(name, " ")
+		names[name] = true
+	}
+	return names
+}
+
+// TestClusterMetrics: the leader exports the cluster-wide job gauges
+// (jobs by state, queue depth by priority and GPU class, the oldest
+// queued job's wait), a follower does not, so a sum() over nodes counts
+// each job once; the worker that ran a job counts its outcome once; every
+// node names its build. Then every metric deploy/prometheus/alerts.yml
+// names is one these nodes export.
+func TestClusterMetrics(t *testing.T) {
+	t.Parallel()
+	specs := append(nodetest.Voters(3), nodetest.Spec{GPUs: "fake:1xT4-16GB"})
+	c := nodetest.Start(t, specs...)
+	leader := c.WaitForLeader(30 * time.Second)
+	gpuNode := c.Nodes[3]
+	c.WaitReady(gpuNode, 30*time.Second)
+
+	done := submit(t, leader, "generate_dataset", "", `{"size":16}`, scheduler.Resources{})
+	done = waitState(t, leader, done.ID, time.Minute, terminal)
+	if done.State != scheduler.StateSucceeded {
+		t.Fatalf("job %s: %s", done.ID, done.State)
+	}
+	// No node has an A100: this job waits.
+	waiting := submit(t, leader, "generate_dataset", "", `{"size":16}`, scheduler.Resources{GPUs: 1, GPUModel: "A100"})
+
+	var follower *nodetest.Node
+	for _, n := range c.Running() {
+		if n != leader && n != gpuNode {
+			follower = n
+			break
+		}
+	}
+	// The leader may change under a loaded machine; read it again when
+	// a check fails.
+	var lbody string
+	nodetest.WaitFor(t, 30*time.Second, "leader's queue gauges", func() bool {
+		leader = c.WaitForLeader(30 * time.Second)
+		lbody = scrape(t, leader)
+		return strings.Contains(lbody, `pwmesh_queue_depth{gpu_class="A100",priority="`+waiting.Priority+`"} 1`)
+	})
+	for _, want := range []string{
+		`pwmesh_jobs{state="queued"} 1`,
+		`pwmesh_jobs{state="succeeded"} 1`,
+		`pwmesh_queue_wait_seconds{priority="` + waiting.Priority + `"}`,
+		`pwmesh_queue_wait_seconds{priority="sprint"}`,
+		`pwmesh_queue_depth{gpu_class="none",priority="free"} 0`,
+		`pwmesh_build_info{commit=`,
+		`pwmesh_raft_leader 1`,
+	} {
+		if !strings.Contains(lbody, want) {
+			t.Errorf("leader %s: metrics lack %s", leader, want)
+		}
+	}
+	if follower == leader {
+		t.Fatal("no follower")
+	}
+	for _, n := range []*nodetest.Node{follower, gpuNode} {
+		if n == leader {
+			continue
+		}
+		body := scrape(t, n)
+		if strings.Contains(body, "\npwmesh_raft_leader 1\n") {
+			continue // it took over meanwhile
+		}
+		names := seriesNames(body)
+		for _, absent := range []string{"pwmesh_jobs", "pwmesh_queue_depth", "pwmesh_queue_wait_seconds"} {
+			if names[absent] {
+				t.Errorf("%s exports %s, which only the leader should", n, absent)
+			}
+		}
+		if !names["pwmesh_build_info"] {
+			t.Errorf("%s lacks pwmesh_build_info", n)
+		}
+	}
+	// The run is counted once, by the worker it ran on.
+	var finished float64
+	for _, n := range c.Running() {
+		finished += counter(t, n, "pwmesh_jobs_finished_total", scheduler.StateSucceeded)
+	}
+	if finished != 1 {
+		t.Errorf("pwmesh_jobs_finished_total{outcome=succeeded} summed over nodes = %v, want 1", finished)
+	}
+
+	// Every metric the alert rules name is exported: the union over the
+	// leader, a follower and the GPU worker.
+	exported := map[string]bool{}
+	for _, n := range c.Running() {
+		for name := range seriesNames(scrape(t, n)) {
+			exported[name] = true
+		}
+	}
+	rules, err := os.ReadFile("../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`\bpwmesh_[a-z0-9_]+`).FindAllString(string(rules), -1)
+	if len(used) == 0 {
+		t.Fatal("alerts.yml names no pwmesh metric")
+	}
+	slices.Sort(used)
+	for _, name := range slices.Compact(used) {
+		if !exported[name] {
+			t.Errorf("alerts.yml uses %s, which no node exports", name)
+		}
+	}
+}
