@@ -241,6 +241,8 @@ func resultScenario(at time.Time) []step {
 		fixed(&scheduler.SetTenant{At: at, Tenant: "acme", Tier: ptrTo("free"), Pool: ptrTo("gpu-a"),
 			Quotas: map[string]*float64{scheduler.QuotaGPUMinutes: ptrTo(2.5)}}),
 		fixed(&scheduler.MeterCalls{At: at, Node: "n1", Incarnation: "i1", Seq: 1, Calls: map[string]int64{"acme": 3}}),
+		fixed(&scheduler.RegisterNode{At: at, Node: scheduler.Node{ID: "n2", Region: "eu", Slots: 1, Incarnation: "i2", PeerID: "p2"}}),
+		fixed(&scheduler.DrainNode{At: at, ID: "n2"}),
 	}
 }
 

@@ -39,6 +39,7 @@ const (
 	CmdPruneJobs        CommandType = 24
 	CmdSetTenant        CommandType = 25
 	CmdMeterCalls       CommandType = 26
+	CmdDrainNode        CommandType = 27
 )
 
 func (t CommandType) String() string {

@@ -72,7 +72,7 @@ func Place(in PlaceInput) Plan {
 	byID := map[string]*nodeFree{}
 	for i := range nodes {
 		n := &nodes[i]
-		if n.State != NodeReady {
+		if n.State != NodeReady || n.Draining {
 			continue
 		}
 		f := &nodeFree{node: n, slots: n.Slots}

@@ -209,6 +209,8 @@ var commands = map[CommandType]*spec{
 		always().
 		restamps(func(c Command, now time.Time) { c.(*MeterCalls).At = now }).
 		allows(func(s *state, c Command, p principal) error { return s.allowSelf(c.(*MeterCalls).Node, p) }),
+	CmdDrainNode: entry("drain_node", AuthAdmin, func(s *state, _ uint64, c *DrainNode) (Node, error) { return s.drainNode(c) }).
+		affectsPlacement().always(),
 	CmdSetClusterConfig: entry("set_cluster_config", AuthLeader, func(s *state, _ uint64, c *SetClusterConfig) (ClusterConfig, error) {
 		return s.setClusterConfig(c)
 	}),

@@ -210,6 +210,9 @@ func (s *state) assignJob(idx uint64, c *AssignJob) (Job, error) {
 	if !ok || n.State != NodeReady {
 		return Job{}, fmt.Errorf("assign %s to %s: %w: node not ready", c.JobID, c.Node, ErrConflict)
 	}
+	if n.Draining {
+		return Job{}, fmt.Errorf("assign %s to %s: %w: node is drained", c.JobID, c.Node, ErrConflict)
+	}
 	if c.Incarnation != n.Incarnation {
 		return Job{}, fmt.Errorf("assign %s to %s: %w: node restarted", c.JobID, c.Node, ErrConflict)
 	}
@@ -451,6 +454,9 @@ func (s *state) registerNode(c *RegisterNode) (Node, error) {
 	if n.State == "" {
 		n.State = NodeReady
 	}
+	if old, ok := s.nodes[n.ID]; ok && old.Draining {
+		n.Draining = true // a restart does not undo an operator's drain
+	}
 	n.UpdatedAt = c.At
 	s.nodes[n.ID] = &n
 	return cloneNode(&n), nil
@@ -547,4 +553,23 @@ func jobLess(a, b *Job) int {
 		return 1
 	}
 	return strings.Compare(a.ID, b.ID)
+}
+
+// DrainNode stops new work on a node: placement and assignment pass it
+// over, and what it runs finishes (POST /nodes/{id}/drain).
+type DrainNode struct {
+	At time.Time `json:"at"`
+	ID string    `json:"id"`
+}
+
+func (DrainNode) Type() CommandType { return CmdDrainNode }
+
+func (s *state) drainNode(c *DrainNode) (Node, error) {
+	n, ok := s.nodes[c.ID]
+	if !ok || n.State == NodeLeft {
+		return Node{}, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
+	}
+	n.Draining = true
+	n.UpdatedAt = c.At
+	return cloneNode(n), nil
 }

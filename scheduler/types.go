@@ -282,6 +282,10 @@ type Node struct {
 	PeerID string `json:"peer_id,omitempty"`
 	// Pool is the node's GPU pool ("" or PoolShared: the shared pool).
 	Pool string `json:"pool,omitempty"`
+	// Draining: an operator drained the node (POST /nodes/{id}/drain);
+	// it takes no new job and finishes what it runs. It stays drained
+	// across restarts of the node.
+	Draining bool `json:"draining,omitempty"`
 	// Incarnation changes on every start of the node's process.
 	Incarnation string    `json:"incarnation"`
 	UpdatedAt   time.Time `json:"updated_at"`

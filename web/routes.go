@@ -60,6 +60,7 @@ func (s *Server) routes() http.Handler {
 	api("DELETE /datasets/{id}", http.StatusOK, private, s.deleteDataset)
 
 	api("GET /nodes", http.StatusOK, private, s.listNodes)
+	api("POST /nodes/{id}/drain", http.StatusAccepted, private, s.drainNode)
 	api("GET /usage", http.StatusOK, private, s.getUsage)
 	api("GET /usage/invoice", http.StatusOK, private, s.getInvoice)
 	api("GET /admin/usage", http.StatusOK, private, s.adminUsage)

@@ -65,6 +65,8 @@ type State interface {
 	Dataset(id string) (scheduler.Dataset, bool)
 	Datasets(tenant string) []scheduler.Dataset
 	Nodes() []scheduler.Node
+	// Node returns one node.
+	Node(id string) (scheduler.Node, bool)
 	// Tenants lists every tenant, sorted by name.
 	Tenants() []scheduler.Tenant
 	// StoredBytes is a tenant's stored content, each object counted once.

@@ -120,6 +120,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.jobCmd(),
 		a.datasetCmd(),
 		a.nodesCmd(),
+		a.nodeCmd(),
 		a.usageCmd(),
 		a.keyCmd(),
 		a.tenantCmd(),

@@ -52,6 +52,30 @@ func TestNodesTable(t *testing.T) {
 	}
 }
 
+func TestNodeDrain(t *testing.T) {
+	t.Parallel()
+	addr := fakeAPI(t, map[string]http.HandlerFunc{
+		"POST /nodes/{id}/drain": func(w http.ResponseWriter, r *http.Request) {
+			if r.PathValue("id") != "n1" {
+				writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "node not found"}})
+				return
+			}
+			writeJSON(w, http.StatusAccepted, map[string]any{"id": "n1", "state": "draining"})
+		},
+	})
+	r := cli(t, addr, nil, "node", "drain", "n1")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stdout, "node n1 is draining") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	if r := cli(t, addr, nil, "node", "drain", "n9"); r.code == 0 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("unknown node: code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := cli(t, addr, nil, "node", "drain"); r.code == 0 {
+		t.Fatal("drain without an ID succeeded")
+	}
+}
+
 func TestUsage(t *testing.T) {
 	t.Parallel()
 	addr := fakeAPI(t, map[string]http.HandlerFunc{

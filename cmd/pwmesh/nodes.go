@@ -35,6 +35,28 @@ func (a *app) nodesCmd() *cobra.Command {
 	}
 }
 
+// nodeCmd is `pwmesh node drain ID`.
+func (a *app) nodeCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Act on one node (admin)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "drain ID",
+		Short: "Stop giving a node new jobs; what it runs finishes (admin)",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			n, err := a.client().DrainNode(cmd.Context(), argv[0])
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(n)
+			}
+			fmt.Fprintf(a.stdout, "node %s is %s\n", n.ID, n.State)
+			return nil
+		},
+	})
+	return cmd
+}
+
 // gpuSummary counts GPUs per model in order of first appearance:
 // "2xA100-80GB, 1xT4"; "-" for none.
 func gpuSummary(gpus []client.GPU) string {

@@ -39,3 +39,11 @@ func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 	err := c.doJSON(ctx, request{method: http.MethodGet, path: "/nodes"}, &page)
 	return page.Nodes, err
 }
+
+// DrainNode drains a node (POST /nodes/{id}/drain; admin key): it takes no
+// new job and finishes what it runs.
+func (c *Client) DrainNode(ctx context.Context, id string) (Node, error) {
+	var n Node
+	err := c.doJSON(ctx, request{method: http.MethodPost, path: pathf("/nodes/%s/drain", id)}, &n)
+	return n, err
+}
