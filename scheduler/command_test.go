@@ -47,7 +47,7 @@ func allCommands() []Command {
 		&SetTenant{At: t0, Tenant: "acme", Tier: ptrTo("paid"), Pool: ptrTo("acme"), PoolOnly: ptrTo(true),
 			Quotas: map[string]*float64{QuotaGPUMinutes: ptrTo(0.5), QuotaStorage: nil}},
 		&MeterCalls{At: t0, Node: "n", Incarnation: "i", Seq: 3, Calls: map[string]int64{"acme": 2}},
-		&DrainNode{At: t0, ID: "n"},
+		&DrainNode{At: t0, ID: "n", Undo: true},
 	}
 }
 

@@ -36,4 +36,10 @@ func TestDrainNode(t *testing.T) {
 	if n, _ := h.f.Node("n1"); !n.Draining || n.State != NodeReady {
 		t.Fatalf("n1 after restart: draining %v state %s", n.Draining, n.State)
 	}
+	// Undone, it takes jobs again.
+	h.must(&DrainNode{At: t0, ID: "n1", Undo: true})
+	h.must(&DrainNode{At: t0, ID: "n2"})
+	if plan := h.f.currentPlan(); len(plan.Assign) != 1 || plan.Assign[0].Node != "n1" {
+		t.Fatalf("after undrain: %+v", plan.Assign)
+	}
 }

@@ -560,6 +560,8 @@ func jobLess(a, b *Job) int {
 type DrainNode struct {
 	At time.Time `json:"at"`
 	ID string    `json:"id"`
+	// Undo gives the node jobs again (DELETE /nodes/{id}/drain).
+	Undo bool `json:"undo,omitempty"`
 }
 
 func (DrainNode) Type() CommandType { return CmdDrainNode }
@@ -569,7 +571,7 @@ func (s *state) drainNode(c *DrainNode) (Node, error) {
 	if !ok || n.State == NodeLeft {
 		return Node{}, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
 	}
-	n.Draining = true
+	n.Draining = !c.Undo
 	n.UpdatedAt = c.At
 	return cloneNode(n), nil
 }

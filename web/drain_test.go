@@ -41,4 +41,12 @@ func TestDrainNode(t *testing.T) {
 	if len(list.Nodes) != 1 || list.Nodes[0].State != "drained" {
 		t.Fatalf("nodes %+v, want n1 drained", list.Nodes)
 	}
+	// Undrained (an admin's), it is ready again.
+	wantError(t, e.do("DELETE", "/nodes/n1/drain", e.globex, nil), http.StatusForbidden, "forbidden")
+	r = e.do("DELETE", "/nodes/n1/drain", e.admin, nil)
+	wantStatus(t, r, http.StatusOK)
+	r.decode(t, &v)
+	if v.State != "ready" {
+		t.Fatalf("undrain answered %+v, want ready", v)
+	}
 }

@@ -92,6 +92,16 @@ func (s *Server) nodeView(n scheduler.Node, busy map[string]int) nodeView {
 // job and finishes what it runs; GET /nodes then shows it "draining", and
 // "drained" once nothing runs there.
 func (s *Server) drainNode(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {
+	return s.setDrain(r, c, false)
+}
+
+// undrainNode handles DELETE /nodes/{id}/drain (admin, an extension): the
+// node takes jobs again.
+func (s *Server) undrainNode(_ http.ResponseWriter, r *http.Request, c *caller) (any, error) {
+	return s.setDrain(r, c, true)
+}
+
+func (s *Server) setDrain(r *http.Request, c *caller, undo bool) (any, error) {
 	if err := requireAdmin(c, "drain a node"); err != nil {
 		return nil, err
 	}
@@ -99,11 +109,11 @@ func (s *Server) drainNode(_ http.ResponseWriter, r *http.Request, c *caller) (a
 	if _, ok := s.deps.State.Node(id); !ok {
 		return nil, notFound("node " + id)
 	}
-	v, err := s.deps.Writer.Apply(r.Context(), &scheduler.DrainNode{At: s.now(), ID: id})
+	v, err := s.deps.Writer.Apply(r.Context(), &scheduler.DrainNode{At: s.now(), ID: id, Undo: undo})
 	if err != nil {
 		return nil, err
 	}
 	n, _ := v.(scheduler.Node)
-	s.await(r.Context(), func() bool { cur, ok := s.deps.State.Node(id); return ok && cur.Draining })
+	s.await(r.Context(), func() bool { cur, ok := s.deps.State.Node(id); return ok && cur.Draining == !undo })
 	return s.nodeView(n, s.runningByNode()), nil
 }

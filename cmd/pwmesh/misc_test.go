@@ -62,7 +62,13 @@ func TestNodeDrain(t *testing.T) {
 			}
 			writeJSON(w, http.StatusAccepted, map[string]any{"id": "n1", "state": "draining"})
 		},
+		"DELETE /nodes/{id}/drain": func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"id": r.PathValue("id"), "state": "ready"})
+		},
 	})
+	if r := cli(t, addr, nil, "node", "undrain", "n1"); r.code != 0 || !strings.Contains(r.stdout, "node n1 is ready") {
+		t.Fatalf("undrain: code %d stdout %q", r.code, r.stdout)
+	}
 	r := cli(t, addr, nil, "node", "drain", "n1")
 	r.wantCode(t, 0)
 	if !strings.Contains(r.stdout, "node n1 is draining") {

@@ -54,6 +54,22 @@ func (a *app) nodeCmd() *cobra.Command {
 			return nil
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "undrain ID",
+		Short: "Give a drained node jobs again (admin)",
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			n, err := a.client().UndrainNode(cmd.Context(), argv[0])
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(n)
+			}
+			fmt.Fprintf(a.stdout, "node %s is %s\n", n.ID, n.State)
+			return nil
+		},
+	})
 	return cmd
 }
 

@@ -47,3 +47,11 @@ func (c *Client) DrainNode(ctx context.Context, id string) (Node, error) {
 	err := c.doJSON(ctx, request{method: http.MethodPost, path: pathf("/nodes/%s/drain", id)}, &n)
 	return n, err
 }
+
+// UndrainNode gives a drained node jobs again (DELETE /nodes/{id}/drain;
+// admin key).
+func (c *Client) UndrainNode(ctx context.Context, id string) (Node, error) {
+	var n Node
+	err := c.doJSON(ctx, request{method: http.MethodDelete, path: pathf("/nodes/%s/drain", id)}, &n)
+	return n, err
+}
