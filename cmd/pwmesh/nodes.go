@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -35,42 +36,34 @@ func (a *app) nodesCmd() *cobra.Command {
 	}
 }
 
-// nodeCmd is `pwmesh node drain ID`.
+// nodeCmd is `pwmesh node drain|undrain ID`.
 func (a *app) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Act on one node (admin)"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "drain ID",
-		Short: "Stop giving a node new jobs; what it runs finishes (admin)",
-		Args:  args("ID"),
-		RunE: func(cmd *cobra.Command, argv []string) error {
-			n, err := a.client().DrainNode(cmd.Context(), argv[0])
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(n)
-			}
-			fmt.Fprintf(a.stdout, "node %s is %s\n", n.ID, n.State)
-			return nil
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
-		Use:   "undrain ID",
-		Short: "Give a drained node jobs again (admin)",
-		Args:  args("ID"),
-		RunE: func(cmd *cobra.Command, argv []string) error {
-			n, err := a.client().UndrainNode(cmd.Context(), argv[0])
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(n)
-			}
-			fmt.Fprintf(a.stdout, "node %s is %s\n", n.ID, n.State)
-			return nil
-		},
-	})
+	cmd.AddCommand(
+		a.nodeActionCmd("drain ID", "Stop giving a node new jobs; what it runs finishes (admin)", (*client.Client).DrainNode),
+		a.nodeActionCmd("undrain ID", "Give a drained node jobs again (admin)", (*client.Client).UndrainNode))
 	return cmd
+}
+
+// nodeActionCmd runs act on the node named by its argument and prints the
+// node's state after it.
+func (a *app) nodeActionCmd(use, short string, act func(*client.Client, context.Context, string) (client.Node, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args("ID"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			n, err := act(a.client(), cmd.Context(), argv[0])
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(n)
+			}
+			_, err = fmt.Fprintf(a.stdout, "node %s is %s\n", n.ID, n.State)
+			return err
+		},
+	}
 }
 
 // gpuSummary counts GPUs per model in order of first appearance:
