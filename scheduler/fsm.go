@@ -239,6 +239,7 @@ func (f *FSM) currentPlan() *Plan {
 
 func (f *FSM) placeInputLocked() PlaceInput {
 	var in PlaceInput
+	now, left := f.now(), gpuLeftCache{}
 	for _, n := range f.s.nodes {
 		in.Nodes = append(in.Nodes, cloneNode(n))
 	}
@@ -249,7 +250,7 @@ func (f *FSM) placeInputLocked() PlaceInput {
 			in.Running = append(in.Running, cloneJob(j))
 		case StateQueued:
 			in.Queued = append(in.Queued, cloneJob(j))
-			if why := f.s.quotaBlocked(j, f.now()); why != "" {
+			if why := f.s.quotaBlocked(j, now, left); why != "" {
 				if in.Blocked == nil {
 					in.Blocked = map[string]string{}
 				}

@@ -299,13 +299,25 @@ func fmtMinutes(d time.Duration) string {
 	return fmt.Sprintf("%.2f GPU-minutes", d.Minutes())
 }
 
+// gpuLeftCache holds gpuTimeLeft by tenant for one read of the state
+// (gpuTimeLeft scans every job: once per tenant, not once per queued job).
+type gpuLeftCache map[string]struct {
+	left time.Duration
+	ok   bool
+}
+
 // quotaBlocked says why a queued job may not start now for a quota, or "".
-func (s *state) quotaBlocked(j *Job, at time.Time) string {
+func (s *state) quotaBlocked(j *Job, at time.Time, cache gpuLeftCache) string {
 	if j.Resources.GPUs == 0 {
 		return ""
 	}
-	if left, ok := s.gpuTimeLeft(j.Tenant, at); ok && left < time.Duration(j.Resources.GPUs)*time.Second {
-		return fmt.Sprintf("waits for GPU-minutes: the tenant's GPU-minute quota for %s is used (%s left)", at.UTC().Format(monthLayout), fmtMinutes(left))
+	c, hit := cache[j.Tenant]
+	if !hit {
+		c.left, c.ok = s.gpuTimeLeft(j.Tenant, at)
+		cache[j.Tenant] = c
+	}
+	if c.ok && c.left < time.Duration(j.Resources.GPUs)*time.Second {
+		return fmt.Sprintf("waits for GPU-minutes: the tenant's GPU-minute quota for %s is used (%s left)", at.UTC().Format(monthLayout), fmtMinutes(c.left))
 	}
 	return ""
 }
