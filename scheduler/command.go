@@ -40,6 +40,9 @@ const (
 	CmdSetTenant        CommandType = 25
 	CmdMeterCalls       CommandType = 26
 	CmdDrainNode        CommandType = 27
+	CmdScaleStatus      CommandType = 28
+	CmdScaleBegin       CommandType = 29
+	CmdScaleEnd         CommandType = 30
 )
 
 func (t CommandType) String() string {

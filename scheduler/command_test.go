@@ -48,6 +48,9 @@ func allCommands() []Command {
 			Quotas: map[string]*float64{QuotaGPUMinutes: ptrTo(0.5), QuotaStorage: nil}},
 		&MeterCalls{At: t0, Node: "n", Incarnation: "i", Seq: 3, Calls: map[string]int64{"acme": 2}},
 		&DrainNode{At: t0, ID: "n", Undo: true},
+		&ScaleStatus{At: t0, Status: ScalerStatus{Mode: ScalerExec, Min: 0, Max: 4, Idle: Duration(time.Minute), Desired: 2, Reason: "r"}},
+		&ScaleBegin{At: t0, Action: ScaleAction{Add: 2, Pool: "shared", GPUClass: "A100", GPUs: 1, Remove: []string{"w"}}, Grace: Duration(time.Minute)},
+		&ScaleEnd{At: t0, ID: 7, Error: "boom", Interrupted: true},
 	}
 }
 

@@ -373,6 +373,7 @@ const (
 	recDaily     byte = 13 // dailyRecord
 	recMeter     byte = 14 // meterMark
 	recLedger    byte = 15 // marks a snapshot made with the usage ledger
+	recScaler    byte = 16 // ScalerState
 )
 
 type tombstoneRecord struct {
@@ -439,6 +440,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, k := range slices.Sorted(maps.Keys(f.s.meters)) {
 		add(recMeter, f.s.meters[k])
 	}
+	add(recScaler, f.s.scaler)
 	return &snapshot{recs: recs}, nil
 }
 
@@ -604,6 +606,10 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 			return err
 		}
 		s.meters[v.Node] = v
+	case recScaler:
+		if err := json.Unmarshal(b, &s.scaler); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown record type %d", t)
 	}

@@ -211,6 +211,10 @@ var commands = map[CommandType]*spec{
 		allows(func(s *state, c Command, p principal) error { return s.allowSelf(c.(*MeterCalls).Node, p) }),
 	CmdDrainNode: entry("drain_node", AuthAdmin, func(s *state, _ uint64, c *DrainNode) (Node, error) { return s.drainNode(c) }).
 		affectsPlacement().always(),
+	// The autoscaler's decisions (scale.go): the leader's alone.
+	CmdScaleStatus: entry("scale_status", AuthLeader, func(s *state, _ uint64, c *ScaleStatus) (ScalerState, error) { return s.scaleStatus(c) }).always(),
+	CmdScaleBegin:  entry("scale_begin", AuthLeader, (*state).scaleBegin).affectsPlacement(),
+	CmdScaleEnd:    entry("scale_end", AuthLeader, func(s *state, _ uint64, c *ScaleEnd) (ScaleAction, error) { return s.scaleEnd(c) }),
 	CmdSetClusterConfig: entry("set_cluster_config", AuthLeader, func(s *state, _ uint64, c *SetClusterConfig) (ClusterConfig, error) {
 		return s.setClusterConfig(c)
 	}),

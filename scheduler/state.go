@@ -41,6 +41,8 @@ type state struct {
 	// operatorTenant: the tenant whose job compiled an operator (its
 	// storage counts it).
 	operatorTenant map[string]string
+	// scaler is the autoscaler's decisions (scale.go).
+	scaler ScalerState
 }
 
 func newState() *state {
@@ -454,8 +456,18 @@ func (s *state) registerNode(c *RegisterNode) (Node, error) {
 	if n.State == "" {
 		n.State = NodeReady
 	}
-	if old, ok := s.nodes[n.ID]; ok && old.Draining {
+	old, seen := s.nodes[n.ID]
+	if seen && old.Draining {
 		n.Draining = true // a restart does not undo an operator's drain
+	}
+	// Since: when this life of the node began (an idle worker's clock).
+	if seen && old.Incarnation == n.Incarnation && !old.Since.IsZero() {
+		n.Since = old.Since
+	} else {
+		n.Since = c.At
+	}
+	if n.Managed && (!seen || old.State == NodeLeft) {
+		s.managedArrived(&n) // a worker a scaler asked for
 	}
 	n.UpdatedAt = c.At
 	s.nodes[n.ID] = &n

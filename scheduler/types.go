@@ -286,6 +286,11 @@ type Node struct {
 	// it takes no new job and finishes what it runs. It stays drained
 	// across restarts of the node.
 	Draining bool `json:"draining,omitempty"`
+	// Managed: a scaler started the node (--scaler-managed); only such
+	// nodes are ever removed by one.
+	Managed bool `json:"managed,omitempty"`
+	// Since is when the node's current incarnation registered.
+	Since time.Time `json:"since,omitzero"`
 	// Incarnation changes on every start of the node's process.
 	Incarnation string    `json:"incarnation"`
 	UpdatedAt   time.Time `json:"updated_at"`

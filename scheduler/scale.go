@@ -1,0 +1,516 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The autoscaler's replicated state (CONTRACT.md §6, docs/scaling.md).
+// The leader alone decides; every decision is a Raft entry before anything
+// is started or stopped, so a new leader neither repeats an action nor
+// loses one: ScaleBegin records what is about to be asked for (and drains
+// the workers to remove, atomically), ScaleEnd its outcome. A worker asked
+// for counts as starting (a Launch) until one of its kind registers or its
+// grace ends.
+
+// Scaler modes.
+const (
+	ScalerNone   = "none"
+	ScalerExec   = "exec"
+	ScalerDocker = "docker"
+)
+
+// recentActions bounds the finished actions the state keeps.
+const recentActions = 16
+
+// ScaleAction is one scaling decision: workers to add (of one pool and
+// GPU class) and managed workers to remove (drained by the decision).
+type ScaleAction struct {
+	ID       uint64    `json:"id"` // the Raft index of its ScaleBegin
+	At       time.Time `json:"at"`
+	Add      int       `json:"add"`
+	Remove   []string  `json:"remove"`
+	Pool     string    `json:"pool,omitempty"`
+	GPUClass string    `json:"gpu_class,omitempty"`
+	// GPUs is how many GPUs each added worker should have (the most any
+	// waiting job of its kind asks for).
+	GPUs    int    `json:"gpus,omitempty"`
+	Region  string `json:"region,omitempty"`
+	Desired int    `json:"desired"`
+	Current int    `json:"current"`
+	Reason  string `json:"reason,omitempty"`
+	// The outcome, once ScaleEnd recorded it.
+	Done    bool      `json:"done"`
+	OK      bool      `json:"ok"`
+	Error   string    `json:"error,omitempty"`
+	EndedAt time.Time `json:"ended_at,omitzero"`
+}
+
+// Launch is capacity asked for and not yet arrived.
+type Launch struct {
+	Action   uint64    `json:"action"`
+	Pool     string    `json:"pool,omitempty"`
+	GPUClass string    `json:"gpu_class,omitempty"`
+	Count    int       `json:"count"`
+	Until    time.Time `json:"until"`
+}
+
+// ScalerStatus is what the leader last reported of its scaler.
+type ScalerStatus struct {
+	Mode     string    `json:"mode"`
+	Min      int       `json:"min"`
+	Max      int       `json:"max"`
+	Idle     Duration  `json:"idle"`
+	Cooldown Duration  `json:"cooldown"`
+	Current  int       `json:"current"`
+	Desired  int       `json:"desired"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at,omitzero"`
+}
+
+// ScalerState is the autoscaler's replicated state.
+type ScalerState struct {
+	Status    ScalerStatus  `json:"status"`
+	Pending   *ScaleAction  `json:"pending,omitempty"`
+	Recent    []ScaleAction `json:"recent,omitempty"` // oldest first
+	Launching []Launch      `json:"launching,omitempty"`
+	// Failures counts the failed actions in a row; NextTry is when the
+	// next action may be tried after the last failure.
+	Failures int       `json:"failures,omitempty"`
+	NextTry  time.Time `json:"next_try,omitzero"`
+}
+
+// Last is the newest finished action, or nil.
+func (s ScalerState) Last() *ScaleAction {
+	if len(s.Recent) == 0 {
+		return nil
+	}
+	a := s.Recent[len(s.Recent)-1]
+	return &a
+}
+
+// ScaleStatus records the leader's view of its scaler when it changes.
+type ScaleStatus struct {
+	At     time.Time    `json:"at"`
+	Status ScalerStatus `json:"status"`
+}
+
+func (ScaleStatus) Type() CommandType { return CmdScaleStatus }
+
+// ScaleBegin records an action before the leader carries it out. The
+// workers it removes are drained by the same entry; it is refused when one
+// of them runs a job, is not managed, or an action is already pending.
+type ScaleBegin struct {
+	At     time.Time    `json:"at"`
+	Status ScalerStatus `json:"status"`
+	Action ScaleAction  `json:"action"`
+	// Grace is how long the workers it adds count as starting.
+	Grace Duration `json:"grace"`
+}
+
+func (ScaleBegin) Type() CommandType { return CmdScaleBegin }
+
+// ScaleEnd records an action's outcome. Interrupted marks an action a
+// previous leader began and never finished: its workers keep counting as
+// starting until their grace ends, so that it is not repeated.
+type ScaleEnd struct {
+	At          time.Time `json:"at"`
+	ID          uint64    `json:"id"`
+	OK          bool      `json:"ok"`
+	Error       string    `json:"error,omitempty"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+}
+
+func (ScaleEnd) Type() CommandType { return CmdScaleEnd }
+
+// Backoff after the n-th failed action in a row: 5 s doubling, at most 5 min.
+func scaleBackoff(n int) time.Duration {
+	d := 5 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+func (s *state) dropExpiredLaunches(now time.Time) {
+	s.scaler.Launching = slices.DeleteFunc(s.scaler.Launching, func(l Launch) bool { return !now.Before(l.Until) || l.Count <= 0 })
+}
+
+func (s *state) scaleStatus(c *ScaleStatus) (ScalerState, error) {
+	s.scaler.Status = c.Status
+	s.scaler.Status.At = c.At
+	s.dropExpiredLaunches(c.At)
+	return cloneScaler(s.scaler), nil
+}
+
+func (s *state) scaleBegin(idx uint64, c *ScaleBegin) (ScaleAction, error) {
+	if p := s.scaler.Pending; p != nil {
+		return ScaleAction{}, fmt.Errorf("scale: %w: action %d is still in progress", ErrConflict, p.ID)
+	}
+	a := c.Action
+	if a.Add < 0 || (a.Add == 0 && len(a.Remove) == 0) {
+		return ScaleAction{}, fmt.Errorf("scale: %w: an action adds or removes workers", ErrInvalid)
+	}
+	for _, id := range a.Remove {
+		n, ok := s.nodes[id]
+		switch {
+		case !ok || n.State == NodeLeft:
+			return ScaleAction{}, fmt.Errorf("scale: remove %s: %w", id, ErrNotFound)
+		case !n.Managed:
+			return ScaleAction{}, fmt.Errorf("scale: %w: %s was not started by a scaler (--scaler-managed)", ErrConflict, id)
+		case s.runsJobs(id):
+			return ScaleAction{}, fmt.Errorf("scale: %w: %s runs a job", ErrConflict, id)
+		}
+	}
+	for _, id := range a.Remove {
+		n := s.nodes[id]
+		n.Draining = true
+		n.UpdatedAt = c.At
+	}
+	a.ID, a.At = idx, c.At
+	a.Remove = slices.Clone(a.Remove)
+	a.Done, a.OK, a.Error, a.EndedAt = false, false, "", time.Time{}
+	s.scaler.Pending = &a
+	s.scaler.Status = c.Status
+	s.scaler.Status.At = c.At
+	s.dropExpiredLaunches(c.At)
+	if a.Add > 0 {
+		s.scaler.Launching = append(s.scaler.Launching, Launch{Action: idx, Pool: a.Pool, GPUClass: a.GPUClass, Count: a.Add, Until: c.At.Add(time.Duration(c.Grace))})
+	}
+	return a, nil
+}
+
+func (s *state) scaleEnd(c *ScaleEnd) (ScaleAction, error) {
+	p := s.scaler.Pending
+	if p == nil || p.ID != c.ID {
+		return ScaleAction{}, fmt.Errorf("scale: action %d: %w (not in progress)", c.ID, ErrNotFound)
+	}
+	a := *p
+	a.Done, a.OK, a.Error, a.EndedAt = true, c.OK, c.Error, c.At
+	switch {
+	case c.OK:
+		s.scaler.Failures, s.scaler.NextTry = 0, time.Time{}
+	case c.Interrupted:
+		if a.Error == "" {
+			a.Error = "interrupted: the leader changed before the action finished"
+		}
+	default:
+		// Nothing it asked for is coming.
+		s.scaler.Launching = slices.DeleteFunc(s.scaler.Launching, func(l Launch) bool { return l.Action == a.ID })
+		s.scaler.Failures++
+		s.scaler.NextTry = c.At.Add(scaleBackoff(s.scaler.Failures))
+	}
+	s.scaler.Pending = nil
+	s.scaler.Recent = append(s.scaler.Recent, a)
+	if k := len(s.scaler.Recent) - recentActions; k > 0 {
+		s.scaler.Recent = slices.Delete(s.scaler.Recent, 0, k)
+	}
+	s.dropExpiredLaunches(c.At)
+	return a, nil
+}
+
+// runsJobs reports whether a job runs (holds a lease) on node id.
+func (s *state) runsJobs(id string) bool {
+	for _, j := range s.jobs {
+		if j.State == StateRunning && j.Lease != nil && j.Lease.Node == id {
+			return true
+		}
+	}
+	return false
+}
+
+// managedArrived counts a managed worker's first registration against the
+// oldest launch it answers (same pool, and a GPU of its class).
+func (s *state) managedArrived(n *Node) {
+	for i := range s.scaler.Launching {
+		l := &s.scaler.Launching[i]
+		if l.Count <= 0 || poolOf(l.Pool) != poolOf(n.Pool) || !hasClass(n, l.GPUClass) {
+			continue
+		}
+		l.Count--
+		if l.Count == 0 {
+			s.scaler.Launching = slices.Delete(s.scaler.Launching, i, i+1)
+		}
+		return
+	}
+}
+
+// poolOf names the shared pool one way.
+func poolOf(p string) string {
+	if p == "" {
+		return PoolShared
+	}
+	return p
+}
+
+// hasClass reports whether n has a GPU whose model contains class
+// (ignoring case); every node has the class "".
+func hasClass(n *Node, class string) bool {
+	if class == "" {
+		return true
+	}
+	class = strings.ToLower(class)
+	return slices.ContainsFunc(n.GPUs, func(g GPU) bool { return strings.Contains(strings.ToLower(g.Model), class) })
+}
+
+func cloneScaler(s ScalerState) ScalerState {
+	c := s
+	if s.Pending != nil {
+		p := *s.Pending
+		p.Remove = slices.Clone(p.Remove)
+		c.Pending = &p
+	}
+	c.Recent = slices.Clone(s.Recent)
+	for i := range c.Recent {
+		c.Recent[i].Remove = slices.Clone(c.Recent[i].Remove)
+	}
+	c.Launching = slices.Clone(s.Launching)
+	return c
+}
+
+// Scaler returns the autoscaler's replicated state.
+func (f *FSM) Scaler() ScalerState {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return cloneScaler(f.s.scaler)
+}
+
+// ScaleConfig is the leader's scaler settings (--scaler*).
+type ScaleConfig struct {
+	Mode     string
+	Min, Max int
+	Idle     time.Duration
+	Cooldown time.Duration
+}
+
+// ScaleInput is everything PlanScale reads.
+type ScaleInput struct {
+	Now    time.Time
+	Config ScaleConfig
+	Place  PlaceInput
+	Plan   Plan
+	// LastActive is, by node, the latest of its start and the end of the
+	// last job it ran.
+	LastActive map[string]time.Time
+	State      ScalerState
+}
+
+// ScaleDecision is PlanScale's answer: the status to show and, when
+// something is to be done now, the action.
+type ScaleDecision struct {
+	Current, Desired int
+	Reason           string
+	Action           *ScaleAction
+}
+
+// ScaleInput gathers the planner's input from the current state.
+func (f *FSM) ScaleInput(now time.Time, cfg ScaleConfig) ScaleInput {
+	plan := f.currentPlan()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	in := ScaleInput{Now: now, Config: cfg, Place: f.placeInputLocked(), Plan: *plan, State: cloneScaler(f.s.scaler), LastActive: map[string]time.Time{}}
+	for id, n := range f.s.nodes {
+		if n.Managed {
+			in.LastActive[id] = n.Since
+		}
+	}
+	for _, j := range f.s.jobs {
+		if j.FinishedAt == nil || j.Node == "" {
+			continue
+		}
+		if t, ok := in.LastActive[j.Node]; ok && j.FinishedAt.After(t) {
+			in.LastActive[j.Node] = *j.FinishedAt
+		}
+	}
+	return in
+}
+
+// scaleGroup is the waiting jobs of one kind of worker.
+type scaleGroup struct {
+	pool, class string
+	jobs, gpus  int
+}
+
+func (g scaleGroup) key() string { return g.pool + "\x00" + g.class }
+
+// PlanScale is the autoscaler's pure decision: it reads only its input and
+// gives the same answer for the same input (docs/scaling.md). Managed
+// workers are wanted for the queued GPU jobs that no node can start now,
+// one each, within Min..Max, less those already starting; a managed worker
+// idle for Config.Idle is removed when no job waits for its pool. Two
+// actions on one kind of worker are Cooldown apart, and a removal waits
+// Cooldown after any addition, so a steady queue never adds and removes in
+// turn.
+func PlanScale(in ScaleInput) ScaleDecision {
+	cfg, st, now := in.Config, in.State, in.Now
+	var managed []Node
+	for _, n := range in.Place.Nodes {
+		if n.Managed && n.State == NodeReady {
+			managed = append(managed, n)
+		}
+	}
+	slices.SortFunc(managed, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+	current := len(managed)
+	starting := 0
+	for _, l := range st.Launching {
+		if now.Before(l.Until) {
+			starting += l.Count
+		}
+	}
+	d := ScaleDecision{Current: current, Desired: min(max(current+starting, cfg.Min), max(cfg.Max, cfg.Min))}
+
+	// The GPU jobs no node can start now, by the kind of worker they need.
+	groups := map[string]*scaleGroup{}
+	waiting := 0
+	assigned := map[string]bool{}
+	for _, a := range in.Plan.Assign {
+		assigned[a.JobID] = true
+	}
+	for _, j := range in.Place.Queued {
+		if j.Resources.GPUs == 0 || assigned[j.ID] || in.Place.Blocked[j.ID] != "" {
+			continue
+		}
+		if why := in.Plan.Reasons[j.ID]; strings.HasPrefix(why, "announced to matching nodes") || strings.HasPrefix(why, "preempting") {
+			continue // it starts on a node that has room
+		}
+		pool := PoolShared
+		if tp := in.Place.Pools[j.Tenant]; tp.Pool != "" {
+			pool = tp.Pool
+		}
+		g := &scaleGroup{pool: pool, class: j.Resources.GPUModel}
+		if have, ok := groups[g.key()]; ok {
+			g = have
+		} else {
+			groups[g.key()] = g
+		}
+		g.jobs++
+		g.gpus = max(g.gpus, j.Resources.GPUs)
+		waiting++
+	}
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+
+	if st.Pending != nil {
+		d.Reason = fmt.Sprintf("action %d (add %d, remove %d) is in progress", st.Pending.ID, st.Pending.Add, len(st.Pending.Remove))
+		return d
+	}
+	if now.Before(st.NextTry) {
+		d.Reason = fmt.Sprintf("waiting until %s to retry after %d failed action(s)", st.NextTry.Format(time.RFC3339), st.Failures)
+		return d
+	}
+	lastOf := func(match func(ScaleAction) bool) time.Time {
+		for i := len(st.Recent) - 1; i >= 0; i-- {
+			if match(st.Recent[i]) {
+				return st.Recent[i].At
+			}
+		}
+		return time.Time{}
+	}
+	cooling := func(t time.Time) bool { return !t.IsZero() && now.Before(t.Add(cfg.Cooldown)) }
+
+	// Up: one action per evaluation, for the first kind that needs workers.
+	room := cfg.Max - current - starting
+	var held []string
+	for _, k := range keys {
+		g := groups[k]
+		need := g.jobs
+		for _, l := range st.Launching {
+			if now.Before(l.Until) && poolOf(l.Pool) == g.pool && strings.EqualFold(l.GPUClass, g.class) {
+				need -= l.Count
+			}
+		}
+		if need <= 0 {
+			continue
+		}
+		if room <= 0 {
+			d.Reason = fmt.Sprintf("%d GPU job(s) wait for capacity, but %d managed worker(s) run or start: at --scaler-max %d", waiting, current+starting, cfg.Max)
+			return d
+		}
+		if t := lastOf(func(a ScaleAction) bool {
+			return a.Add > 0 && poolOf(a.Pool) == g.pool && strings.EqualFold(a.GPUClass, g.class)
+		}); cooling(t) {
+			held = append(held, fmt.Sprintf("pool %s class %q until %s", g.pool, g.class, t.Add(cfg.Cooldown).Format(time.RFC3339)))
+			continue
+		}
+		add := min(need, room)
+		d.Desired = current + starting + add
+		d.Reason = fmt.Sprintf("%d GPU job(s) wait for capacity no node has (%d for pool %s%s): adding %d worker(s)", waiting, g.jobs, g.pool, classWords(g.class), add)
+		d.Action = &ScaleAction{Add: add, Pool: g.pool, GPUClass: g.class, GPUs: g.gpus, Desired: d.Desired, Current: current, Reason: d.Reason}
+		return d
+	}
+	if len(held) > 0 {
+		d.Reason = fmt.Sprintf("%d GPU job(s) wait; cooling down: %s", waiting, strings.Join(held, "; "))
+		return d
+	}
+	if current+starting < cfg.Min {
+		add := cfg.Min - current - starting
+		d.Reason = fmt.Sprintf("%d managed worker(s) run or start, below --scaler-min %d: adding %d", current+starting, cfg.Min, add)
+		d.Desired = cfg.Min
+		d.Action = &ScaleAction{Add: add, Pool: PoolShared, GPUs: 1, Desired: d.Desired, Current: current, Reason: d.Reason}
+		return d
+	}
+
+	// Down: managed workers idle long enough, none of whose pool's jobs wait.
+	waitsFor := map[string]bool{}
+	for _, g := range groups {
+		waitsFor[g.pool] = true
+	}
+	busy := map[string]bool{}
+	for _, j := range in.Place.Running {
+		if j.Lease != nil {
+			busy[j.Lease.Node] = true
+		}
+	}
+	var idle []Node
+	for _, n := range managed {
+		t, ok := in.LastActive[n.ID]
+		if busy[n.ID] || waitsFor[poolOf(n.Pool)] || !ok || now.Before(t.Add(cfg.Idle)) {
+			continue
+		}
+		idle = append(idle, n)
+	}
+	if len(idle) == 0 {
+		if waiting > 0 {
+			d.Reason = fmt.Sprintf("%d GPU job(s) wait; %d worker(s) asked for are starting", waiting, starting)
+		} else {
+			d.Reason = fmt.Sprintf("steady: %d managed worker(s), %d starting, no GPU job waits for capacity", current, starting)
+		}
+		return d
+	}
+	lastAdd := lastOf(func(a ScaleAction) bool { return a.Add > 0 })
+	lastRemove := lastOf(func(a ScaleAction) bool { return len(a.Remove) > 0 })
+	if cooling(lastAdd) || cooling(lastRemove) {
+		t := lastAdd
+		if lastRemove.After(t) {
+			t = lastRemove
+		}
+		d.Reason = fmt.Sprintf("%d managed worker(s) idle; cooling down until %s", len(idle), t.Add(cfg.Cooldown).Format(time.RFC3339))
+		return d
+	}
+	slices.SortStableFunc(idle, func(a, b Node) int { return in.LastActive[a.ID].Compare(in.LastActive[b.ID]) })
+	k := min(len(idle), current+starting-cfg.Min)
+	if k <= 0 {
+		d.Reason = fmt.Sprintf("%d managed worker(s) idle, kept for --scaler-min %d", len(idle), cfg.Min)
+		return d
+	}
+	remove := make([]string, 0, k)
+	for _, n := range idle[:k] {
+		remove = append(remove, n.ID)
+	}
+	d.Desired = current + starting - k
+	d.Reason = fmt.Sprintf("%d managed worker(s) idle for %s or more and no GPU job waits for them: removing %s", k, cfg.Idle, strings.Join(remove, ", "))
+	d.Action = &ScaleAction{Remove: remove, Desired: d.Desired, Current: current, Reason: d.Reason}
+	return d
+}
+
+func classWords(class string) string {
+	if class == "" {
+		return ""
+	}
+	return ", GPU class " + class
+}
