@@ -13,8 +13,10 @@ BENCHTIME ?= 1s
 
 # The docker executor's image for jobs that name none (docs/executors.md).
 WORKLOAD_IMAGE ?= pwmesh-workload:latest
+# The node image the docker scaler starts workers from (docs/scaling.md).
+NODE_IMAGE ?= pwmesh-node:latest
 
-.PHONY: all build workload-image run test test-short bench vet fmt clean gpu-check
+.PHONY: all build workload-image node-image run test test-short bench vet fmt clean gpu-check
 
 all: build
 
@@ -24,7 +26,7 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pwmesh ./cmd/pwmesh
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS) -s -w" -o bin/pwmesh-static ./cmd/pwmesh
-	@$(MAKE) --no-print-directory workload-image
+	@$(MAKE) --no-print-directory workload-image node-image
 
 # Without Docker this says so and succeeds: nodes then run jobs as
 # processes (or build the image themselves once an engine is there). The
@@ -42,6 +44,23 @@ workload-image:
 	  rm -rf bin/workload-image && \
 	  { docker image prune -f --filter label=pwmesh.image=workload >/dev/null || true; } && \
 	  echo "workload image: built $(WORKLOAD_IMAGE) FROM scratch from bin/pwmesh-static"; \
+	fi
+
+# The node image (FROM scratch, the static binary), labelled like the
+# workload image so a node sees that it matches bin/pwmesh-static.
+node-image:
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "node image: no Docker engine answers here; skipped (--scaler docker needs it)"; \
+	else \
+	  rm -rf bin/node-image && mkdir -p bin/node-image && \
+	  cp bin/pwmesh-static bin/node-image/pwmesh-static && \
+	  docker build -q -f build/node/Dockerfile -t $(NODE_IMAGE) \
+	    --label pwmesh.image=node \
+	    --label pwmesh.workload.sha256=$$(sha256sum bin/pwmesh-static | cut -d' ' -f1) \
+	    bin/node-image >/dev/null && \
+	  rm -rf bin/node-image && \
+	  { docker image prune -f --filter label=pwmesh.image=node >/dev/null || true; } && \
+	  echo "node image: built $(NODE_IMAGE) FROM scratch from bin/pwmesh-static"; \
 	fi
 
 # A one-node mesh with embedded defaults; Ctrl-C leaves cleanly.

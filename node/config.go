@@ -99,6 +99,28 @@ type Config struct {
 	// redirects and links (default: from --http and the address it
 	// listens on, https with --tls-cert).
 	ExternalURL string `json:"external_url"`
+	// The autoscaler (CONTRACT.md §6, docs/scaling.md): how the leader
+	// adds and removes GPU workers (none, exec:CMD or docker), the bounds
+	// of the managed workers, how long one may sit idle before it goes,
+	// and the least time between two actions. ScalerManaged marks a
+	// worker that a scaler started (only such workers are removed).
+	Scaler         string   `json:"scaler"`
+	ScalerMin      int      `json:"scaler_min"`
+	ScalerMax      int      `json:"scaler_max"`
+	ScalerIdle     Duration `json:"scaler_idle"`
+	ScalerCooldown Duration `json:"scaler_cooldown"`
+	ScalerManaged  bool     `json:"scaler_managed"`
+	// ScalerImage is the docker scaler's node image (default
+	// pwmesh-node:latest, built from bin/pwmesh-static when missing).
+	ScalerImage string `json:"scaler_image"`
+	// ScalerInterval (default 10 s) and ScalerTimeout (default 5 min)
+	// are the longest time between two evaluations and a provider call's
+	// bound; tests shorten them.
+	ScalerInterval time.Duration `json:"-"`
+	ScalerTimeout  time.Duration `json:"-"`
+	// ScalerWorkerArgs are added to the command line of the workers the
+	// docker scaler starts (tests give them fast timings).
+	ScalerWorkerArgs []string `json:"-"`
 	// oidcClientSecret is the secret Validate read from its file.
 	oidcClientSecret string
 
@@ -158,6 +180,10 @@ func Defaults() Config {
 		GPUs:            "auto",
 		LeaseTTL:        Duration(9 * time.Second),
 		MaxUploadBytes:  1 << 30,
+		Scaler:          scheduler.ScalerNone,
+		ScalerMax:       4,
+		ScalerIdle:      Duration(5 * time.Minute),
+		ScalerCooldown:  Duration(time.Minute),
 	}
 }
 
@@ -198,6 +224,7 @@ const (
 	EnvOIDCTenantClaim      = "PWMESH_OIDC_TENANT_CLAIM"
 	EnvOIDCAdminGroup       = "PWMESH_OIDC_ADMIN_GROUP"
 	EnvExternalURL          = "PWMESH_EXTERNAL_URL"
+	EnvScaler               = "PWMESH_SCALER"
 )
 
 // LoadEnv merges the PWMESH_* environment into c.
@@ -225,6 +252,7 @@ func (c *Config) LoadEnv(getenv func(string) string) {
 	set(&c.OIDCTenantClaim, EnvOIDCTenantClaim)
 	set(&c.OIDCAdminGroup, EnvOIDCAdminGroup)
 	set(&c.ExternalURL, EnvExternalURL)
+	set(&c.Scaler, EnvScaler)
 	if v := getenv(EnvJoin); v != "" {
 		c.Join = splitList(v)
 	}
@@ -341,6 +369,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateOIDC(bad)
+	c.validateScaler(bad)
 	if err := errors.Join(errs...); err != nil {
 		return &ConfigError{err}
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/pwmesh/pwmesh/gpu/nvml"
 	"github.com/pwmesh/pwmesh/mesh"
 	"github.com/pwmesh/pwmesh/node/metering"
+	"github.com/pwmesh/pwmesh/node/scaler"
 	"github.com/pwmesh/pwmesh/node/storage"
 	"github.com/pwmesh/pwmesh/node/worker"
 	"github.com/pwmesh/pwmesh/node/worker/docker"
@@ -84,6 +85,9 @@ type Node struct {
 	// signIn is the OpenID Connect sign-in (web/oidc), set once the API
 	// listens; nil without --oidc-issuer.
 	signIn atomic.Pointer[oidc.Handler]
+	// The autoscaler's provider (nil with --scaler none) and its metrics.
+	scaleProvider scaler.Provider
+	scaleMetrics  *scaler.Metrics
 }
 
 // New validates cfg, opens the node's state (data directory, Raft log,
@@ -222,6 +226,10 @@ func New(cfg Config) (*Node, error) {
 	n.mesh.HandleStream(LogProtocol, serveLog(n.worker))
 	n.registerMetrics()
 	n.claims = newClaimMetrics(n.registry)
+	n.scaleMetrics = scaler.NewMetrics(n.registry)
+	if n.scaleProvider, err = n.newScaleProvider(); err != nil {
+		return nil, err
+	}
 	n.gpuMetrics = newGPUMetrics(n.registry)
 	ok = true
 	return n, nil
@@ -762,6 +770,7 @@ func (n *Node) leadership(ctx context.Context) {
 			loops.Go(func() { n.reconcileMembers(lctx) })
 			loops.Go(func() { n.announceJobs(lctx) })
 			loops.Go(func() { n.storage.Lead(lctx) })
+			loops.Go(func() { n.runScaler(lctx) })
 			_ = l.Run(lctx)
 			loops.Wait()
 		})
@@ -883,7 +892,7 @@ func (n *Node) registration() *scheduler.RegisterNode {
 	}
 	node := scheduler.Node{ID: n.id, Region: n.cfg.Region, Pool: poolOf(n.cfg.Pool), State: scheduler.NodeReady, Voter: n.cfg.Voter != "never",
 		Slots: n.cfg.Slots, Executors: []string{n.worker.Executor()}, JobNetwork: n.worker.GrantsNetwork(), Incarnation: n.incarnation,
-		PeerID: n.mesh.PeerID()}
+		PeerID: n.mesh.PeerID(), Managed: n.cfg.ScalerManaged}
 	node.GPUs = toSchedulerGPUs(devs)
 	return &scheduler.RegisterNode{At: n.cfg.Clock.Now(), Node: node}
 }

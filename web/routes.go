@@ -62,6 +62,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /nodes", http.StatusOK, private, s.listNodes)
 	api("POST /nodes/{id}/drain", http.StatusAccepted, private, s.drainNode)
 	api("DELETE /nodes/{id}/drain", http.StatusOK, private, s.undrainNode)
+	api("GET /scaler", http.StatusOK, private, s.getScaler)
 	api("GET /usage", http.StatusOK, private, s.getUsage)
 	api("GET /usage/invoice", http.StatusOK, private, s.getInvoice)
 	api("GET /admin/usage", http.StatusOK, private, s.adminUsage)

@@ -78,6 +78,8 @@ type State interface {
 	// of month, sorted.
 	UsageTenants(month time.Time) []string
 	// Watch returns a channel closed at the next change of the state.
+	// Scaler is the autoscaler's replicated state.
+	Scaler() scheduler.ScalerState
 	Watch() <-chan struct{}
 }
 

@@ -24,9 +24,10 @@ func newAgentCmd() *cobra.Command {
 		configFile string
 		join       []string
 		// allowedImages is --allowed-images.
-		allowedImages []string
-		leaseTTL      time.Duration
-		logLevel      string
+		allowedImages              []string
+		leaseTTL                   time.Duration
+		scalerIdle, scalerCooldown time.Duration
+		logLevel                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -107,6 +108,23 @@ then PWMESH_* environment variables, then flags.`,
 			if changed("lease-ttl") {
 				cfg.LeaseTTL = node.Duration(leaseTTL)
 			}
+			setIf("scaler", &cfg.Scaler, f.Scaler)
+			setIf("scaler-image", &cfg.ScalerImage, f.ScalerImage)
+			if changed("scaler-min") {
+				cfg.ScalerMin = f.ScalerMin
+			}
+			if changed("scaler-max") {
+				cfg.ScalerMax = f.ScalerMax
+			}
+			if changed("scaler-idle") {
+				cfg.ScalerIdle = node.Duration(scalerIdle)
+			}
+			if changed("scaler-cooldown") {
+				cfg.ScalerCooldown = node.Duration(scalerCooldown)
+			}
+			if changed("scaler-managed") {
+				cfg.ScalerManaged = f.ScalerManaged
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
@@ -150,6 +168,13 @@ then PWMESH_* environment variables, then flags.`,
 	fl.IntVar(&f.Slots, "slots", 0, "CPU jobs run at once on this node (default: number of CPUs)")
 	fl.DurationVar(&leaseTTL, "lease-ttl", time.Duration(f.LeaseTTL), "job lease length; a runner silent this long loses its job")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.Scaler, "scaler", f.Scaler, "how the leader adds and removes GPU workers: none, docker (worker containers of pwmesh-node:latest on this machine) or exec:CMD (CMD reads one JSON request on stdin; docs/scaling.md) ($PWMESH_SCALER)")
+	fl.IntVar(&f.ScalerMin, "scaler-min", f.ScalerMin, "fewest managed workers the scaler keeps")
+	fl.IntVar(&f.ScalerMax, "scaler-max", f.ScalerMax, "most managed workers the scaler starts")
+	fl.DurationVar(&scalerIdle, "scaler-idle", time.Duration(f.ScalerIdle), "how long a managed worker may sit idle before the scaler drains and removes it")
+	fl.DurationVar(&scalerCooldown, "scaler-cooldown", time.Duration(f.ScalerCooldown), "least time between two scaling actions of one kind of worker, and before a removal after an addition")
+	fl.StringVar(&f.ScalerImage, "scaler-image", "", "--scaler docker: the node image workers run (default pwmesh-node:latest, built from bin/pwmesh-static when missing)")
+	fl.BoolVar(&f.ScalerManaged, "scaler-managed", false, "this worker was started by a scaler: only such workers are ever removed by one")
 	return cmd
 }
 

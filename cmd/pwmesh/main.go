@@ -121,6 +121,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.datasetCmd(),
 		a.nodesCmd(),
 		a.nodeCmd(),
+		a.scalerCmd(),
 		a.usageCmd(),
 		a.keyCmd(),
 		a.tenantCmd(),

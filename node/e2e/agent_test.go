@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +22,9 @@ import (
 var pwmeshBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "scaler-hook" {
+		os.Exit(runScalerHook(os.Args[2:]))
+	}
 	dir, err := os.MkdirTemp("", "pwmesh-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -47,6 +51,7 @@ type agent struct {
 	token   string
 	logs    *syncBuffer
 	done    chan struct{}
+	urlc    chan string // the API URL, once printed
 }
 
 type syncBuffer struct {
@@ -71,17 +76,32 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 	t.Helper()
 	args := append([]string{"agent", "--dev", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--p2p-port", "0", "--gossip-port", "0",
 		"--gpus", "none", "--executor", "process", "--lease-ttl", "3s"}, extra...)
+	a := launch(t, args)
+	a.waitReady(60 * time.Second)
+	return a
+}
+
+// launch starts `pwmesh ARGS...` (an agent with --data-dir) without
+// waiting for it; waitReady waits until it says it is ready.
+func launch(t *testing.T, args []string) *agent {
+	t.Helper()
+	var dataDir string
+	for i, v := range args {
+		if v == "--data-dir" && i+1 < len(args) {
+			dataDir = args[i+1]
+		}
+	}
 	cmd := exec.Command(pwmeshBin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{t: t, dataDir: dataDir, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	a := &agent{t: t, dataDir: dataDir, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{}), urlc: make(chan string, 1)}
 	cmd.Stderr = a.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	urlc := make(chan string, 1)
+	urlc := a.urlc
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -99,19 +119,25 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 		close(a.done)
 	}()
 	t.Cleanup(func() { a.kill() })
-	select {
-	case a.url = <-urlc:
-	case <-a.done:
-		t.Fatalf("agent exited before it was ready; logs:\n%s", a.logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("agent not ready after 60s; logs:\n%s", a.logs)
-	}
-	tok, err := os.ReadFile(filepath.Join(dataDir, "bootstrap-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.token = strings.TrimSpace(string(tok))
 	return a
+}
+
+// waitReady waits until the agent prints its API URL, and reads the
+// bootstrap token when it wrote one.
+func (a *agent) waitReady(timeout time.Duration) {
+	a.t.Helper()
+	select {
+	case a.url = <-a.urlc:
+	case <-a.done:
+		a.t.Fatalf("agent exited before it was ready; logs:\n%s", a.logs)
+	case <-time.After(timeout):
+		a.t.Fatalf("agent not ready after %s; logs:\n%s", timeout, a.logs)
+	}
+	if tok, err := os.ReadFile(filepath.Join(a.dataDir, "bootstrap-token")); err == nil {
+		a.token = strings.TrimSpace(string(tok))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		a.t.Fatal(err)
+	}
 }
 
 // kill ends the agent with SIGKILL, as a crash would.

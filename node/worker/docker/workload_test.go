@@ -16,12 +16,14 @@ import (
 // node builds itself are the same.
 func TestDockerfileMatchesBuild(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "build", "workload", "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(b) != workloadDockerfile {
-		t.Errorf("build/workload/Dockerfile and workloadDockerfile differ:\n%s\n---\n%s", b, workloadDockerfile)
+	for dir, want := range map[string]string{"workload": workloadDockerfile, "node": nodeDockerfile} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "..", "build", dir, "Dockerfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want {
+			t.Errorf("build/%s/Dockerfile and its copy in the package differ:\n%s\n---\n%s", dir, b, want)
+		}
 	}
 }
 
