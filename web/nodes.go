@@ -26,6 +26,8 @@ type nodeView struct {
 	Role   string    `json:"role"`
 	State  string    `json:"state"`
 	GPUs   []gpuView `json:"gpus"`
+	// Managed: a scaler started the node and may remove it (an extension).
+	Managed bool `json:"managed,omitempty"`
 }
 
 type nodeList struct {
@@ -63,7 +65,7 @@ const (
 
 func (s *Server) nodeView(n scheduler.Node, busy map[string]int) nodeView {
 	leader := s.deps.Cluster.Health().Leader
-	v := nodeView{ID: n.ID, Region: n.Region, Pool: n.Pool, State: n.State, GPUs: make([]gpuView, 0, len(n.GPUs))}
+	v := nodeView{ID: n.ID, Region: n.Region, Pool: n.Pool, State: n.State, GPUs: make([]gpuView, 0, len(n.GPUs)), Managed: n.Managed}
 	if n.Draining && n.State == scheduler.NodeReady {
 		v.State = stateDrained
 		if busy[n.ID] > 0 {

@@ -219,9 +219,10 @@ type scalerView struct {
 }
 
 type nodeEntry struct {
-	ID    string `json:"id"`
-	Role  string `json:"role"`
-	State string `json:"state"`
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	State   string `json:"state"`
+	Managed bool   `json:"managed"`
 }
 
 func (a *agent) nodes(key string) []nodeEntry {
@@ -331,6 +332,11 @@ func TestScalerExecHookAcrossLeaderKill(t *testing.T) {
 		j := a.waitJob(token, id, 3*time.Minute, terminal)
 		if j.State != "succeeded" || j.Attempts != 1 || !strings.HasPrefix(j.Node, "worker-") {
 			t.Fatalf("job %s: %s, attempts %d, on %q (%+v)", id, j.State, j.Attempts, j.Node, j.Error)
+		}
+	}
+	for _, n := range a.nodes(token) {
+		if strings.HasPrefix(n.ID, "worker-") != n.Managed {
+			t.Errorf("node %s shows managed %v", n.ID, n.Managed)
 		}
 	}
 	// Idle: both workers are drained and stopped through the hook.

@@ -15,6 +15,8 @@ type Node struct {
 	Role   string `json:"role"`
 	State  string `json:"state"`
 	GPUs   []GPU  `json:"gpus"`
+	// Managed: a scaler started the node and may remove it.
+	Managed bool `json:"managed,omitempty"`
 }
 
 // GPU is one device of a node in GET /nodes, with its latest telemetry.
