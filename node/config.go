@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -128,8 +127,7 @@ type Config struct {
 	Version   string          `json:"-"`
 	Commit    string          `json:"-"`
 	Logger    *slog.Logger    `json:"-"`
-	LogOutput io.Writer       `json:"-"` // Raft's own log lines
-	LogLevel  string          `json:"-"` // Raft's level (debug, info, warn, error)
+	LogLevel  string          `json:"-"` // Raft's least level (debug, info, warn, error); Raft logs through Logger
 	Clock     scheduler.Clock `json:"-"`
 	Binary    string          `json:"-"` // the pwmesh executable for child processes
 	Ready     func(Info)      `json:"-"` // called once the node serves

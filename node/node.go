@@ -99,9 +99,6 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.LogOutput == nil {
-		cfg.LogOutput = io.Discard
-	}
 	if cfg.Clock == nil {
 		cfg.Clock = scheduler.SystemClock{}
 	}
@@ -315,14 +312,14 @@ func (n *Node) openRaft() error {
 	n.fsm = scheduler.NewFSM(scheduler.WithLogger(n.log))
 	// Only the peers the gate admits may speak Raft to this node.
 	n.gate = newRaftGate(n.mesh.PeerID(), n.mesh, n.log)
-	trans := n.mesh.RaftTransport(10*time.Second, scheduler.RaftLogger("raft-net", n.cfg.LogOutput, n.cfg.LogLevel),
+	trans := n.mesh.RaftTransport(10*time.Second, scheduler.RaftLogger(n.log, "raft-net", n.cfg.LogLevel),
 		mesh.RaftAllow(n.gate.allow))
 	r, err := scheduler.OpenRaft(scheduler.RaftConfig{
 		NodeID:    n.id,
 		Dir:       filepath.Join(n.cfg.DataDir, "raft"),
 		Transport: trans,
 		Bootstrap: n.cfg.BootstrapExpect == 1 && n.cfg.Voter != "never",
-		LogOutput: n.cfg.LogOutput,
+		Logger:    n.log,
 		LogLevel:  n.cfg.LogLevel,
 
 		HeartbeatTimeout:   n.cfg.RaftHeartbeat,

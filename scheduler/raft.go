@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -33,8 +32,8 @@ type RaftConfig struct {
 	CommitTimeout      time.Duration
 	// SnapshotThreshold is how many entries trigger a snapshot (default 8192).
 	SnapshotThreshold uint64
-	// LogOutput receives Raft's own JSON log lines (default: discard).
-	LogOutput io.Writer
+	// Logger receives Raft's own log lines (RaftLogger; default: discard).
+	Logger *slog.Logger
 	// LogLevel is Raft's level: "debug", "info", "warn" (default) or "error".
 	LogLevel string
 	// ApplyTimeout bounds one write when the caller's context has no deadline
@@ -60,20 +59,10 @@ func (c *RaftConfig) withDefaults() error {
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
-	if c.LogOutput == nil {
-		c.LogOutput = io.Discard
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
-}
-
-// RaftLogger returns the JSON logger Raft and its transports write with;
-// level is "debug", "info", "warn" (default) or "error".
-func RaftLogger(name string, w io.Writer, level string) hclog.Logger {
-	l := hclog.LevelFromString(level)
-	if l == hclog.NoLevel {
-		l = hclog.Warn
-	}
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: l, JSONFormat: true, Output: w})
 }
 
 // Raft is this node's Raft member with the FSM attached.
@@ -98,7 +87,8 @@ func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: open raft log: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStore(cfg.Dir, 2, cfg.LogOutput)
+	logger := RaftLogger(cfg.Logger, "raft", cfg.LogLevel)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, logger.Named("snapshot"))
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("scheduler: open snapshots: %w", err)
@@ -110,7 +100,7 @@ func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = cfg.CommitTimeout
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
-	rc.Logger = RaftLogger("raft", cfg.LogOutput, cfg.LogLevel)
+	rc.Logger = logger
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 

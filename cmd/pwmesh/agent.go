@@ -181,7 +181,7 @@ then PWMESH_* environment variables, then flags.`,
 func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
-	cfg.LogOutput, cfg.LogLevel = stderr, level.String()
+	cfg.LogLevel = level.String() // Raft's, through logger
 	cfg.Version, cfg.Commit = version, commit
 	cfg.Ready = func(info node.Info) {
 		fmt.Fprintf(stdout, "pwmesh node %s is ready\n", info.NodeID)

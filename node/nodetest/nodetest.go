@@ -240,7 +240,6 @@ func (c *Cluster) config(s Spec, dir, join string) node.Config {
 	cfg.ChildArgs = []string{"-test.run=^$"}
 	cfg.ChildEnv = []string{childEnv + "=1"}
 	cfg.Logger = slog.New(slog.NewJSONHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg.LogOutput = c.logs
 	cfg.Version = "nodetest"
 	if s.Configure != nil {
 		s.Configure(&cfg)
