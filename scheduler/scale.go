@@ -25,6 +25,10 @@ const (
 // recentActions bounds the finished actions the state keeps.
 const recentActions = 16
 
+// removeGrace is how long a worker that an action removed has to leave
+// before it may be chosen for removal again.
+const removeGrace = 5 * time.Minute
+
 // ScaleAction is one scaling decision: workers to add (of one pool and
 // GPU class) and managed workers to remove (drained by the decision).
 type ScaleAction struct {
@@ -466,10 +470,20 @@ func PlanScale(in ScaleInput) ScaleDecision {
 			busy[j.Lease.Node] = true
 		}
 	}
+	// A worker a finished action removed is leaving: it is not chosen
+	// again for a while (a hook may return before its workers are gone).
+	leaving := map[string]bool{}
+	for _, a := range st.Recent {
+		if a.OK && now.Before(a.EndedAt.Add(removeGrace)) {
+			for _, id := range a.Remove {
+				leaving[id] = true
+			}
+		}
+	}
 	var idle []Node
 	for _, n := range managed {
 		t, ok := in.LastActive[n.ID]
-		if busy[n.ID] || waitsFor[poolOf(n.Pool)] || !ok || now.Before(t.Add(cfg.Idle)) {
+		if busy[n.ID] || leaving[n.ID] || waitsFor[poolOf(n.Pool)] || !ok || now.Before(t.Add(cfg.Idle)) {
 			continue
 		}
 		idle = append(idle, n)

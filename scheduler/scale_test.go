@@ -121,6 +121,11 @@ func TestScalerUpAndDown(t *testing.T) {
 		}
 	}
 	h.must(&ScaleEnd{At: t3.Add(71 * time.Second), ID: a.ID, OK: true})
+	// A hook may return before its workers are gone: they are not chosen
+	// again while they leave.
+	if d := h.planScale(t3.Add(3*time.Minute), ScaleConfig{Max: 2, Idle: time.Minute}); d.Action != nil {
+		t.Fatalf("removed again while leaving: %+v", d.Action)
+	}
 	h.must(&SetNodeState{At: t3.Add(72 * time.Second), ID: "w1", State: NodeLeft})
 	h.must(&SetNodeState{At: t3.Add(72 * time.Second), ID: "w2", State: NodeLeft})
 	if d := h.planScale(t3.Add(80*time.Second), scaleCfg); d.Action != nil || d.Current != 0 || d.Desired != 0 {

@@ -178,8 +178,15 @@ then PWMESH_* environment variables, then flags.`,
 	return cmd
 }
 
+// runAgent runs a node until ctx ends. Everything it writes to stderr is
+// one JSON object a line (logs.go), the node's own logs, Raft's and
+// libp2p's among them; only settings refused before the node starts are a
+// "pwmesh: ..." message (exit 2). A failure once it started is logged
+// ("agent failed") and exits 1.
 func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logs := routeProcessLogs(logger, level)
+	defer logs.Close()
 	cfg.Logger = logger
 	cfg.LogLevel = level.String() // Raft's, through logger
 	cfg.Version, cfg.Commit = version, commit
@@ -203,10 +210,17 @@ func runAgent(ctx context.Context, cfg node.Config, level slog.Level, stdout, st
 	if errors.As(err, &bad) {
 		return usageError{bad} // exit 2: the settings must change
 	}
-	if err != nil {
-		return err
+	if err == nil {
+		// libp2p's lines, too, name the node from now on.
+		logger = logger.With("node_id", n.ID())
+		logs.Use(logger)
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = n.Run(ctx)
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return n.Run(ctx)
+	if err != nil {
+		logger.Error("agent failed", "err", err)
+		return &exitError{code: 1}
+	}
+	return nil
 }
