@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 
 // agent is one `pwmesh agent --dev` process.
 type agent struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	cmd     *exec.Cmd
 	url     string
@@ -83,7 +83,7 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 
 // launch starts `pwmesh ARGS...` (an agent with --data-dir) without
 // waiting for it; waitReady waits until it says it is ready.
-func launch(t *testing.T, args []string) *agent {
+func launch(t testing.TB, args []string) *agent {
 	t.Helper()
 	var dataDir string
 	for i, v := range args {

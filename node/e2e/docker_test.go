@@ -23,7 +23,7 @@ var (
 // needDocker skips t where no Docker engine answers the docker CLI, and
 // builds the static pwmesh beside the test's binary: the docker executor
 // builds its workload image from it.
-func needDocker(t *testing.T) {
+func needDocker(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test builds and runs the binary")

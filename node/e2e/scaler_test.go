@@ -194,7 +194,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func writeClusterKey(t *testing.T) string {
+func writeClusterKey(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "cluster.key")
 	if code, out := pwmesh(t, "", nil, "keygen", "-o", path); code != 0 {

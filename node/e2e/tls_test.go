@@ -10,7 +10,7 @@ import (
 
 // pwmesh runs the CLI with env added to its environment and returns its
 // exit status and combined output.
-func pwmesh(t *testing.T, dir string, env []string, args ...string) (int, string) {
+func pwmesh(t testing.TB, dir string, env []string, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(pwmeshBin, args...)
 	cmd.Dir = dir
