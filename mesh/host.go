@@ -20,9 +20,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrClosed is returned by methods called after Close.
@@ -65,6 +67,12 @@ type Config struct {
 	// Logger receives the mesh's and memberlist's logs (default: discard);
 	// it is expected to carry the node_id already.
 	Logger *slog.Logger
+	// Metrics, when set, receives libp2p's own Prometheus metrics (swarm,
+	// identify, event bus, resource manager: libp2p_*); nil turns them
+	// off. libp2p keeps their values in package variables: several meshes
+	// in one process (tests) share them, and registering them on several
+	// registries is fine.
+	Metrics prometheus.Registerer
 }
 
 // Mesh is this node's view of, and connection to, its peers.
@@ -171,14 +179,27 @@ func New(cfg Config) (*Mesh, error) {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.DisableRelay(),
 		libp2p.ForceReachabilityPrivate(), // no AutoNAT probing: this is a private mesh
-		libp2p.DisableMetrics(),           // no global Prometheus registry
 		libp2p.ConnectionManager(connmgr.NullConnMgr{}),
+	}
+	var rm network.ResourceManager
+	if cfg.Metrics != nil {
+		// libp2p's default resource manager, with the reporter that feeds
+		// its libp2p_rcmgr_* metrics (without one they stay empty).
+		if rm, err = newResourceManager(); err != nil {
+			return nil, err
+		}
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Metrics), libp2p.ResourceManager(rm))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics()) // never the global registry
 	}
 	if private {
 		opts = append(opts, libp2p.PrivateNetwork(secrets.psk))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
+		if rm != nil {
+			_ = rm.Close() // its own goroutine; closing twice is harmless
+		}
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
 	}
 
@@ -236,6 +257,23 @@ func New(cfg Config) (*Mesh, error) {
 	m.gossip = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 	m.log.Debug("mesh started", "peer_id", h.ID().String(), "gossip", m.GossipAddr(), "p2p", m.P2PAddrs(), "private", private)
 	return m, nil
+}
+
+// newResourceManager is libp2p's default resource manager (the limits of
+// libp2p.DefaultResourceManager) that reports to libp2p's Prometheus
+// metrics.
+func newResourceManager() (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	str, err := rcmgr.NewStatsTraceReporter()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: libp2p resource manager: %w", err)
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), rcmgr.WithTraceReporter(str))
+	if err != nil {
+		return nil, fmt.Errorf("mesh: libp2p resource manager: %w", err)
+	}
+	return rm, nil
 }
 
 // PeerID returns this node's libp2p peer ID.

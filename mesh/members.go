@@ -617,3 +617,10 @@ func (m *Mesh) announceLeave(wait time.Duration) {
 		m.log.Debug("mesh: not every member acknowledged the leave", "waited", wait)
 	}
 }
+
+// HealthScore is memberlist's view of how well this node keeps up with
+// the gossip protocol's soft real-time demands: 0 is healthy, and each
+// missed probe or refuted suspicion raises it (up to
+// memberlist.Config.AwarenessMaxMultiplier - 1), which stretches this
+// node's probe intervals and timeouts.
+func (m *Mesh) HealthScore() int { return m.ml.GetHealthScore() }

@@ -71,6 +71,16 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		"objects":  func(c *Config) { c.ObjectStore = "ftp://x" },
 		"expect":   func(c *Config) { c.BootstrapExpect = 0 },
 		"dev-join": func(c *Config) { c.Join = []string{"127.0.0.1:7946"} },
+		// The scaler: a known mode, sane bounds, a cluster key for the
+		// workers it starts, and a node that can lead.
+		"scaler":          func(c *Config) { c.Scaler, c.ClusterKeyFile = "kubernetes", "k" },
+		"scaler-exec":     func(c *Config) { c.Scaler, c.ClusterKeyFile = "exec:  ", "k" },
+		"scaler-key":      func(c *Config) { c.Scaler = "docker" },
+		"scaler-bounds":   func(c *Config) { c.ScalerMin, c.ScalerMax = 3, 2 },
+		"scaler-negative": func(c *Config) { c.ScalerMin = -1 },
+		"scaler-idle":     func(c *Config) { c.ScalerIdle = 0 },
+		"scaler-cooldown": func(c *Config) { c.ScalerCooldown = Duration(-time.Second) },
+		"scaler-worker":   func(c *Config) { c.Scaler, c.ClusterKeyFile, c.Voter = "exec:/bin/true", "k", "never" },
 	} {
 		c := Defaults()
 		c.Dev = true
@@ -118,5 +128,25 @@ func TestConfigRequiresClusterKeyOutsideDev(t *testing.T) {
 	c.ClusterKeyFile = "cluster.key"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("with a cluster key: %v", err)
+	}
+}
+
+// TestConfigScaler: the scaler's defaults are the contract's, and a
+// well-formed setting passes.
+func TestConfigScaler(t *testing.T) {
+	t.Parallel()
+	c := Defaults()
+	if c.Scaler != "none" || c.ScalerMin != 0 || c.ScalerMax != 4 || time.Duration(c.ScalerIdle) != 5*time.Minute || time.Duration(c.ScalerCooldown) != time.Minute || c.ScalerManaged {
+		t.Fatalf("scaler defaults: %+v", c)
+	}
+	c.Dev, c.ClusterKeyFile = true, "cluster.key"
+	c.LoadEnv(func(k string) string {
+		if k == EnvScaler {
+			return "exec:/usr/local/bin/gpu-workers --zone a"
+		}
+		return ""
+	})
+	if err := c.Validate(); err != nil || c.Scaler != "exec:/usr/local/bin/gpu-workers --zone a" {
+		t.Fatalf("PWMESH_SCALER: %q, %v", c.Scaler, err)
 	}
 }

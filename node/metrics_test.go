@@ -44,11 +44,12 @@ func seriesNames(body string) map[string]bool {
 	return names
 }
 
-// TestClusterMetrics: the leader exports the cluster-wide job gauges
-// (jobs by state, queue depth by priority and GPU class, the oldest
-// queued job's wait), a follower does not, so a sum() over nodes counts
-// each job once; the worker that ran a job counts its outcome once; every
-// node names its build. Then every metric deploy/prometheus/alerts.yml
+// TestClusterMetrics: the leader exports the cluster-wide gauges (jobs
+// by state, queue depth by priority and GPU class, the oldest queued
+// job's wait, the objects short of copies), a follower does not, so a
+// sum() over nodes counts each once; the worker that ran a job counts its
+// outcome once; every node names its build and exports its Raft, gossip,
+// mirror and libp2p health. Then every metric deploy/prometheus/alerts.yml
 // names is one these nodes export.
 func TestClusterMetrics(t *testing.T) {
 	t.Parallel()
@@ -89,6 +90,19 @@ func TestClusterMetrics(t *testing.T) {
 		`pwmesh_queue_depth{gpu_class="none",priority="free"} 0`,
 		`pwmesh_build_info{commit=`,
 		`pwmesh_raft_leader 1`,
+		"\npwmesh_raft_voter 1\n",
+		"\npwmesh_raft_leader_changes_total ",
+		"\npwmesh_raft_term ",
+		"\npwmesh_raft_apply_lag ",
+		"\npwmesh_raft_commit_seconds_count ",
+		`pwmesh_memberlist_members{state="alive"} `,
+		`pwmesh_memberlist_members{state="dead"} `,
+		"\npwmesh_memberlist_health_score ",
+		"\npwmesh_objects ",
+		"\npwmesh_objects_short_of_copies ",
+		"\npwmesh_mirror_backlog ",
+		"\npwmesh_mirror_upload_errors_total ",
+		`libp2p_rcmgr_connections{dir="inbound",scope="system"} `,
 	} {
 		if !strings.Contains(lbody, want) {
 			t.Errorf("leader %s: metrics lack %s", leader, want)
@@ -106,13 +120,27 @@ func TestClusterMetrics(t *testing.T) {
 			continue // it took over meanwhile
 		}
 		names := seriesNames(body)
-		for _, absent := range []string{"pwmesh_jobs", "pwmesh_queue_depth", "pwmesh_queue_wait_seconds"} {
+		for _, absent := range []string{"pwmesh_jobs", "pwmesh_queue_depth", "pwmesh_queue_wait_seconds",
+			"pwmesh_objects", "pwmesh_objects_short_of_copies"} {
 			if names[absent] {
 				t.Errorf("%s exports %s, which only the leader should", n, absent)
 			}
 		}
-		if !names["pwmesh_build_info"] {
-			t.Errorf("%s lacks pwmesh_build_info", n)
+		for _, want := range []string{"pwmesh_build_info", "pwmesh_raft_leader_changes_total", "pwmesh_raft_apply_lag",
+			"pwmesh_memberlist_members", "pwmesh_mirror_backlog"} {
+			if !names[want] {
+				t.Errorf("%s lacks %s", n, want)
+			}
+		}
+		// A voter learned of the leader through Raft.
+		if n == follower {
+			if v := counter(t, n, "pwmesh_raft_leader_changes_total", ""); v < 1 {
+				t.Errorf("follower %s: pwmesh_raft_leader_changes_total = %v, want at least 1", n, v)
+			}
+		}
+		// The GPU worker never votes.
+		if n == gpuNode && !strings.Contains(body, "\npwmesh_raft_voter 0\n") {
+			t.Errorf("worker %s: metrics lack pwmesh_raft_voter 0", n)
 		}
 	}
 	// The run is counted once, by the worker it ran on.

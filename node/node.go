@@ -222,6 +222,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.mesh.HandleStream(LogProtocol, serveLog(n.worker))
 	n.registerMetrics()
+	n.registerHealthMetrics()
 	n.claims = newClaimMetrics(n.registry)
 	n.scaleMetrics = scaler.NewMetrics(n.registry)
 	if n.scaleProvider, err = n.newScaleProvider(); err != nil {
@@ -258,6 +259,7 @@ func (n *Node) openMesh() error {
 		Meta:       n.meta,
 		Timings:    timings,
 		Logger:     n.log,
+		Metrics:    n.registry, // libp2p's own
 	})
 	if err != nil {
 		return fmt.Errorf("node: mesh: %w", err)
@@ -325,6 +327,7 @@ func (n *Node) openRaft() error {
 		HeartbeatTimeout:   n.cfg.RaftHeartbeat,
 		ElectionTimeout:    n.cfg.RaftElection,
 		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
+		ObserveCommit:      newCommitHistogram(n.registry),
 	}, n.fsm)
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -39,6 +41,11 @@ type RaftConfig struct {
 	// ApplyTimeout bounds one write when the caller's context has no deadline
 	// (default 10 s).
 	ApplyTimeout time.Duration
+	// ObserveCommit, when set, receives how long each write this member
+	// led took from Apply until it was committed and applied here (writes
+	// that failed are not observed). It is called on the writer's
+	// goroutine and must not block.
+	ObserveCommit func(time.Duration)
 }
 
 func (c *RaftConfig) withDefaults() error {
@@ -73,6 +80,14 @@ type Raft struct {
 	store  *raftboltdb.BoltStore
 	snaps  raft.SnapshotStore
 	notify chan bool
+
+	// Leader changes this member saw: a leader (ID and term) other than
+	// the last one it learned of.
+	leaderMu      sync.Mutex
+	lastLeader    raft.ServerID
+	lastTerm      uint64
+	leaderChanges atomic.Uint64
+	observer      *raft.Observer
 }
 
 // OpenRaft opens (or creates) the Raft state in cfg.Dir and starts the member.
@@ -125,7 +140,73 @@ func OpenRaft(cfg RaftConfig, fsm *FSM) (*Raft, error) {
 		store.Close()
 		return nil, fmt.Errorf("scheduler: start raft: %w", err)
 	}
-	return &Raft{cfg: cfg, raft: r, fsm: fsm, store: store, snaps: snaps, notify: notify}, nil
+	m := &Raft{cfg: cfg, raft: r, fsm: fsm, store: store, snaps: snaps, notify: notify}
+	// The filter counts on Raft's own goroutine and lets nothing through,
+	// so the observer needs no channel reader.
+	m.observer = raft.NewObserver(nil, false, m.noteLeader)
+	r.RegisterObserver(m.observer)
+	// A leader learned before the observer was in place counts too.
+	if _, id := r.LeaderWithID(); id != "" {
+		m.countLeader(id, r.CurrentTerm())
+	}
+	return m, nil
+}
+
+// noteLeader counts a leader change each time this member learns of a
+// leader other than the last one it knew (another node, or the same one
+// in a later term); an election without a winner is not a change.
+func (r *Raft) noteLeader(o *raft.Observation) bool {
+	if lo, ok := o.Data.(raft.LeaderObservation); ok && lo.LeaderID != "" {
+		r.countLeader(lo.LeaderID, o.Raft.CurrentTerm())
+	}
+	return false
+}
+
+func (r *Raft) countLeader(id raft.ServerID, term uint64) {
+	r.leaderMu.Lock()
+	defer r.leaderMu.Unlock()
+	if id != r.lastLeader || term != r.lastTerm {
+		r.lastLeader, r.lastTerm = id, term
+		r.leaderChanges.Add(1)
+	}
+}
+
+// Progress is this member's view of the log and of leadership, for
+// metrics.
+type Progress struct {
+	Term          uint64 // the current term
+	LastIndex     uint64 // the last index in this member's log
+	CommitIndex   uint64 // the last index it knows to be committed
+	AppliedIndex  uint64 // the last index handed to the FSM
+	LeaderChanges uint64 // leaders it learned of since it started
+	Voter         bool   // a voter in the latest configuration it knows
+}
+
+// ApplyLag is how many committed entries wait to be applied here.
+func (p Progress) ApplyLag() uint64 {
+	if p.CommitIndex < p.AppliedIndex {
+		return 0
+	}
+	return p.CommitIndex - p.AppliedIndex
+}
+
+// Progress reads this member's counters; it does not wait on Raft.
+func (r *Raft) Progress() Progress {
+	p := Progress{
+		Term:          r.raft.CurrentTerm(),
+		LastIndex:     r.raft.LastIndex(),
+		CommitIndex:   r.raft.CommitIndex(),
+		AppliedIndex:  r.raft.AppliedIndex(),
+		LeaderChanges: r.leaderChanges.Load(),
+	}
+	if f := r.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.ID == raft.ServerID(r.cfg.NodeID) {
+				p.Voter = s.Suffrage == raft.Voter
+			}
+		}
+	}
+	return p
 }
 
 // FSM returns the state machine.
@@ -167,12 +248,16 @@ func (r *Raft) Apply(ctx context.Context, c Command) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	f := r.raft.Apply(b, r.timeout(ctx))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return nil, fmt.Errorf("scheduler: %s: %w", c.Type(), ErrNotLeader)
 		}
 		return nil, fmt.Errorf("scheduler: %s: %w", c.Type(), err)
+	}
+	if r.cfg.ObserveCommit != nil {
+		r.cfg.ObserveCommit(time.Since(start))
 	}
 	res, ok := f.Response().(ApplyResult)
 	if !ok {
@@ -187,6 +272,7 @@ func (r *Raft) Stats() map[string]string { return r.raft.Stats() }
 // Shutdown stops the member and closes its log. A sole voter keeps its
 // state; in a larger cluster the node package first transfers leadership.
 func (r *Raft) Shutdown() error {
+	r.raft.DeregisterObserver(r.observer)
 	err := r.raft.Shutdown().Error()
 	if cerr := r.store.Close(); err == nil {
 		err = cerr

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"bytes"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,5 +100,65 @@ func TestRaftRestartKeepsState(t *testing.T) {
 	// And it goes on working.
 	if _, err := r2.Apply(t.Context(), submitCmd("j3", "acme", PriorityFree, "ds1", 0)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRaftProgress: a lone voter counts its own election as one leader
+// change, reports itself a voter, observes the commit time of each write
+// it leads and, once applied, has no apply lag.
+func TestRaftProgress(t *testing.T) {
+	t.Parallel()
+	_, trans := raft.NewInmemTransport("")
+	var commits atomic.Int64
+	r, err := OpenRaft(RaftConfig{
+		NodeID: "n1", Dir: t.TempDir(), Transport: trans, Bootstrap: true,
+		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
+		LeaderLeaseTimeout: 25 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		ObserveCommit: func(d time.Duration) {
+			if d < 0 {
+				t.Errorf("commit time %v", d)
+			}
+			commits.Add(1)
+		},
+	}, NewFSM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Shutdown(); err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, 10*time.Second, "leadership", r.IsLeader)
+	if _, err := r.Apply(t.Context(), keyCmd("hash-acme", "acme", PriorityPaid)); err != nil {
+		t.Fatal(err)
+	}
+	// A refused write was still committed: it is observed too.
+	if _, err := r.Apply(t.Context(), &DeleteDataset{At: t0, Tenant: "acme", ID: "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if got := commits.Load(); got != 2 {
+		t.Errorf("ObserveCommit called %d times, want 2", got)
+	}
+	waitFor(t, 10*time.Second, "no apply lag", func() bool { return r.Progress().ApplyLag() == 0 })
+	p := r.Progress()
+	if p.LeaderChanges != 1 || !p.Voter || p.Term == 0 || p.CommitIndex == 0 || p.LastIndex < p.CommitIndex {
+		t.Fatalf("Progress = %+v, want one leader change, a voter, a term and a commit index", p)
+	}
+}
+
+func TestProgressApplyLag(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		p    Progress
+		want uint64
+	}{
+		{Progress{CommitIndex: 10, AppliedIndex: 7}, 3},
+		{Progress{CommitIndex: 10, AppliedIndex: 10}, 0},
+		{Progress{CommitIndex: 3, AppliedIndex: 5}, 0}, // a snapshot restored ahead of the commit index it knows
+	} {
+		if got := c.p.ApplyLag(); got != c.want {
+			t.Errorf("%+v.ApplyLag() = %d, want %d", c.p, got, c.want)
+		}
 	}
 }

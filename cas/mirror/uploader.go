@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -62,6 +63,8 @@ type Uploader struct {
 	ready   []cid.Cid       // due now, in order
 	waiting retryHeap       // failed, due after a backoff
 	running bool
+
+	failures atomic.Uint64 // upload attempts that failed
 }
 
 // NewUploader returns an Uploader from src to dst. Nothing moves until Run.
@@ -97,6 +100,11 @@ func (u *Uploader) Enqueue(c cid.Cid) {
 	u.ready = append(u.ready, c)
 	u.poke()
 }
+
+// Failures is how many upload attempts failed since NewUploader, those
+// retried later and those given up alike (an upload cut short by the end
+// of Run is not a failure).
+func (u *Uploader) Failures() uint64 { return u.failures.Load() }
 
 // Pending is the number of CIDs enqueued and not yet finished.
 func (u *Uploader) Pending() int {
@@ -200,6 +208,7 @@ func (u *Uploader) upload(ctx context.Context, c cid.Cid) {
 	case ctx.Err() != nil:
 		u.requeue(c)
 	case permanent(err):
+		u.failures.Add(1)
 		u.cfg.Logger.Warn("mirror: upload failed for good", "cid", c.String(), "err", err)
 		u.finish(c, err)
 	default:
@@ -238,6 +247,7 @@ func (u *Uploader) finish(c cid.Cid, err error) {
 }
 
 func (u *Uploader) retryLater(c cid.Cid, err error) {
+	u.failures.Add(1)
 	u.mu.Lock()
 	u.pending[c]++
 	n := u.pending[c]

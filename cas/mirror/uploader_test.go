@@ -211,6 +211,9 @@ func TestUploaderRetries(t *testing.T) {
 	if n := h.u.Pending(); n != 0 {
 		t.Errorf("Pending = %d after upload", n)
 	}
+	if n := h.u.Failures(); n != failures {
+		t.Errorf("Failures = %d, want %d", n, failures)
+	}
 }
 
 // TestUploaderDedupes: CIDs enqueued several times upload and report once
@@ -273,6 +276,9 @@ func TestUploaderDedupes(t *testing.T) {
 	if n := u.Pending(); n != 0 {
 		t.Errorf("Pending = %d", n)
 	}
+	if n := u.Failures(); n != 0 {
+		t.Errorf("Failures = %d, want 0", n)
+	}
 }
 
 // TestUploaderSourceMissing: a CID the source does not have is reported
@@ -286,6 +292,9 @@ func TestUploaderSourceMissing(t *testing.T) {
 	got := h.wait(t)
 	if !got.c.Equals(gone) || !errors.Is(got.err, cas.ErrNotFound) {
 		t.Errorf("OnDone(%s, %v), want (%s, ErrNotFound)", got.c, got.err, gone)
+	}
+	if n := h.u.Failures(); n != 1 {
+		t.Errorf("Failures = %d, want 1", n)
 	}
 	h.clock.mu.Lock()
 	defer h.clock.mu.Unlock()
