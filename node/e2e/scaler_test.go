@@ -371,6 +371,11 @@ func TestScalerExecHookAcrossLeaderKill(t *testing.T) {
 	if sv.LastAction == nil || !sv.LastAction.OK || len(sv.LastAction.Remove) == 0 {
 		t.Fatalf("last action %+v", sv.LastAction)
 	}
+	// The CLI shows the same.
+	code, out := pwmesh(t, "", []string{"PWMESH_ADDR=" + a.url, "PWMESH_TOKEN=" + token}, "scaler")
+	if code != 0 || !strings.Contains(out, "exec") || !strings.Contains(out, "last action") || !strings.Contains(out, ": ok") {
+		t.Fatalf("pwmesh scaler: %d\n%s", code, out)
+	}
 }
 
 func readFile(t *testing.T, path string) string {
