@@ -48,6 +48,9 @@ type applyRequest struct {
 	// authority of the key the command makes for them, which the leader
 	// verifies itself (applyServer.proof).
 	Proof string `json:"proof,omitempty"`
+	// RequestID is the ID of the API request that made the write
+	// (web.RequestID): the leader's log lines about it name it too.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // applyReply is the answer of ApplyProtocol: the JSON of the value Apply
@@ -125,7 +128,7 @@ func (f *forwarder) Apply(ctx context.Context, c scheduler.Command) (any, error)
 		if f.raft.IsLeader() {
 			v, err := f.raft.Apply(ctx, restamp(c, f.clock))
 			if err == nil {
-				audit(f.log, c, v, f.who(ctx))
+				audit(ctx, f.log, c, v, f.who(ctx))
 			}
 			if !(scheduler.Repeatable(c) && leaderMoved(err)) {
 				return v, err
@@ -176,7 +179,7 @@ func (f *forwarder) remote(ctx context.Context, leader string, c scheduler.Comma
 	if err != nil {
 		return nil, err
 	}
-	req, err := json.Marshal(applyRequest{Command: b, Caller: scheduler.CallerSecret(ctx), Proof: signInProof(ctx)})
+	req, err := json.Marshal(applyRequest{Command: b, Caller: scheduler.CallerSecret(ctx), Proof: signInProof(ctx), RequestID: web.RequestID(ctx)})
 	if err != nil {
 		return nil, fmt.Errorf("node: forward %s: %w", c.Type(), err)
 	}
@@ -205,7 +208,7 @@ func restamp(c scheduler.Command, clock scheduler.Clock) scheduler.Command {
 }
 
 // audit logs a change of API keys the leader committed.
-func audit(log *slog.Logger, c scheduler.Command, v any, who string) {
+func audit(ctx context.Context, log *slog.Logger, c scheduler.Command, v any, who string) {
 	if log == nil {
 		return
 	}
@@ -215,9 +218,9 @@ func audit(log *slog.Logger, c scheduler.Command, v any, who string) {
 	}
 	switch c.(type) {
 	case *scheduler.CreateKey:
-		log.Info("API key created", "audit", "key_created", "who", who, "tenant", k.Tenant, "key_id", k.ID, "admin", k.Admin)
+		log.InfoContext(ctx, "API key created", "audit", "key_created", "who", who, "tenant", k.Tenant, "key_id", k.ID, "admin", k.Admin)
 	case *scheduler.RevokeKey:
-		log.Info("API key revoked", "audit", "key_revoked", "who", who, "tenant", k.Tenant, "key_id", k.ID)
+		log.InfoContext(ctx, "API key revoked", "audit", "key_revoked", "who", who, "tenant", k.Tenant, "key_id", k.ID)
 	}
 }
 
@@ -266,6 +269,9 @@ func (s *applyServer) serve(ctx context.Context, from string, req []byte) applyR
 	if err := json.Unmarshal(req, &in); err != nil {
 		return applyReply{Error: toWire(fmt.Errorf("node: apply request: %w: %v", scheduler.ErrPayloadBytes, err))}
 	}
+	if web.ValidRequestID(in.RequestID) {
+		ctx = web.WithRequestID(ctx, in.RequestID)
+	}
 	c, err := scheduler.Decode(in.Command)
 	if err != nil {
 		return applyReply{Error: toWire(err)}
@@ -281,7 +287,7 @@ func (s *applyServer) serve(ctx context.Context, from string, req []byte) applyR
 			err = s.proof(ctx, c, in.Proof)
 		}
 		if err != nil {
-			s.log.Warn("refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_sign_in", true, "err", err)
+			s.log.WarnContext(ctx, "refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_sign_in", true, "err", err)
 			return applyReply{Error: toWire(err)}
 		}
 		return s.answer(ctx, c, "sign-in via peer "+from)
@@ -291,7 +297,7 @@ func (s *applyServer) serve(ctx context.Context, from string, req []byte) applyR
 		p.KeyHash = web.HashKey(in.Caller)
 	}
 	if err := s.state.Authorize(c, p); err != nil {
-		s.log.Warn("refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_key", in.Caller != "", "err", err)
+		s.log.WarnContext(ctx, "refused a forwarded write", "peer_id", from, "cmd", c.Type().String(), "with_key", in.Caller != "", "err", err)
 		return applyReply{Error: toWire(err)}
 	}
 	who := "peer " + from
@@ -309,7 +315,7 @@ func (s *applyServer) answer(ctx context.Context, c scheduler.Command, who strin
 	if err != nil {
 		return applyReply{Error: toWire(err)}
 	}
-	audit(s.log, c, v, who)
+	audit(ctx, s.log, c, v, who)
 	b, err := json.Marshal(v)
 	if err != nil {
 		return applyReply{Error: &wireError{Kind: scheduler.KindInternal, Message: err.Error()}}

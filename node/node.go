@@ -115,7 +115,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.incarnation = randHex(8)
-	n.log = cfg.Logger.With("node_id", n.id)
+	// Lines logged while serving a request name its ID (web.Requests).
+	n.log = slog.New(web.ContextHandler(cfg.Logger.Handler())).With("node_id", n.id)
 	if err := n.openTLS(); err != nil {
 		return nil, err
 	}
@@ -552,6 +553,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if sso != nil { // /ui/login/oidc, /ui/callback, /ui/cli-login
 		srv.Handler = sso.Wrap(srv.Handler)
 	}
+	// Every request gets an ID, and one access line (web.Requests).
+	srv.Handler = web.Requests(n.log, srv.Handler)
 	srv.ErrorLog = slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)
 	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	fail := make(chan error, 4)
@@ -831,7 +834,7 @@ func (n *Node) bootstrapAdmin(ctx context.Context) {
 		n.log.Error("bootstrap admin key", "err", err)
 		return
 	}
-	audit(n.log, create, v, "bootstrap token")
+	audit(ctx, n.log, create, v, "bootstrap token")
 	if n.tokenFile != "" {
 		n.log.Info("admin API key created from the bootstrap token", "token_file", n.tokenFile)
 	} else {

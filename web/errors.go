@@ -60,6 +60,9 @@ type errorBody struct {
 type errorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RequestID is the ID the request was logged under (an extension of
+	// CONTRACT.md §3's shape).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // classify maps any error a handler returns to what the client sees. Errors

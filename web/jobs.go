@@ -498,7 +498,7 @@ func (s *Server) jobLogs(_ http.ResponseWriter, r *http.Request, c *caller) (any
 		if err != nil {
 			return nil, err
 		}
-		return rawBody(func(w http.ResponseWriter, _ *http.Request) {
+		return rawBody(func(w http.ResponseWriter, r *http.Request) {
 			w = longAnswer(w, s.cfg.Timeouts.Stall)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusOK)
@@ -507,7 +507,7 @@ func (s *Server) jobLogs(_ http.ResponseWriter, r *http.Request, c *caller) (any
 			}
 			defer rc.Close()
 			if _, err := io.Copy(w, rc); err != nil {
-				s.cfg.Logger.Debug("web: send log", "job_id", j.ID, "err", err)
+				s.cfg.Logger.DebugContext(r.Context(), "web: send log", "job_id", j.ID, "err", err)
 			}
 		}), nil
 	}
@@ -518,7 +518,7 @@ func (s *Server) jobLogs(_ http.ResponseWriter, r *http.Request, c *caller) (any
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		if err := s.followLog(r.Context(), w, j.ID); err != nil && r.Context().Err() == nil {
-			s.cfg.Logger.Warn("web: follow log", "job_id", j.ID, "err", err)
+			s.cfg.Logger.WarnContext(r.Context(), "web: follow log", "job_id", j.ID, "err", err)
 		}
 	}), nil
 }

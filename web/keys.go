@@ -99,7 +99,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) (a
 	if _, err := s.deps.Writer.Apply(r.Context(), &scheduler.CreateKey{At: now, Key: k}); err != nil {
 		return nil, err
 	}
-	s.cfg.Logger.Info("audit: key created", "key_id", k.ID, "tenant", k.Tenant, "tier", k.Tier, "by", c.key.ID)
+	s.cfg.Logger.InfoContext(r.Context(), "audit: key created", "key_id", k.ID, "tenant", k.Tenant, "tier", k.Tier, "by", c.key.ID)
 	// The new key works on this node as soon as the answer arrives.
 	s.await(r.Context(), func() bool { _, ok := s.deps.State.Key(k.Hash); return ok })
 	return keyCreated{ID: k.ID, Key: secret, Tenant: k.Tenant, Tier: k.Tier, Name: k.Name, ExpiresAt: expires}, nil
@@ -160,7 +160,7 @@ func (s *Server) deleteKey(_ http.ResponseWriter, r *http.Request, c *caller) (a
 	case err != nil:
 		return nil, err
 	}
-	s.cfg.Logger.Info("audit: key revoked", "key_id", id, "tenant", k.Tenant, "by", c.key.ID)
+	s.cfg.Logger.InfoContext(r.Context(), "audit: key revoked", "key_id", id, "tenant", k.Tenant, "by", c.key.ID)
 	s.uses.forget(id)
 	// The key is refused on this node as soon as the answer arrives.
 	s.await(r.Context(), func() bool { _, ok := s.deps.State.KeyByID(id); return !ok })

@@ -130,6 +130,7 @@ func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
 				s.writeError(w, r, err)
 				return
 			}
+			noteCaller(r.Context(), c)
 			r = r.WithContext(scheduler.WithCaller(r.Context(), c.secret))
 		}
 		v, err := h(w, r, c)
@@ -145,19 +146,19 @@ func (s *Server) wrap(status int, auth bool, h apiFunc) http.Handler {
 		case rawBody:
 			v(w, r)
 		case withStatus:
-			s.writeJSON(w, v.status, v.body)
+			s.writeJSON(w, r, v.status, v.body)
 		default:
-			s.writeJSON(w, status, v)
+			s.writeJSON(w, r, status, v)
 		}
 	})
 }
 
-func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		s.cfg.Logger.Error("web: encode answer", "err", err)
+		s.cfg.Logger.ErrorContext(r.Context(), "web: encode answer", "err", err)
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(errorBody{errorDetail{"internal", "internal error"}})
+		b, _ = json.Marshal(errorBody{errorDetail{Code: "internal", Message: "internal error", RequestID: RequestID(r.Context())}})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -168,33 +169,31 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError answers with the error body and logs the cause: client
-// mistakes at debug, server failures at error. A server failure's answer
-// names the request's ID, which its log line carries too, and never the
-// cause (which may hold host paths).
+// mistakes at debug, server failures at error. The answer names the
+// request's ID (error.request_id; a server failure's message too), which
+// its log line carries as well, and never the cause (which may hold host
+// paths).
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := classify(err)
 	lvl := slog.LevelDebug
 	msg := e.Message
-	reqID := w.Header().Get(requestIDHeader)
+	reqID := RequestID(r.Context())
 	if e.Status >= 500 {
 		lvl = slog.LevelError
 		if reqID != "" {
 			msg += " (request " + reqID + ")"
 		}
 	}
-	s.cfg.Logger.Log(r.Context(), lvl, "request refused", "method", methodLabel(r.Method), "path", r.URL.Path,
-		"status", e.Status, "code", e.Code, "request_id", reqID, "err", err)
+	s.cfg.Logger.Log(r.Context(), lvl, "request refused", "method", methodLabel(r.Method), "path", truncate(r.URL.Path, 256),
+		"status", e.Status, "code", e.Code, "err", err)
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pwmesh"`)
 	}
 	if d := retryAfter(e, err, s.now()); d > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
 	}
-	s.writeJSON(w, e.Status, errorBody{errorDetail{e.Code, msg}})
+	s.writeJSON(w, r, e.Status, errorBody{errorDetail{Code: e.Code, Message: msg, RequestID: reqID}})
 }
-
-// requestIDHeader carries the ID of every request in its answer.
-const requestIDHeader = "X-Request-Id"
 
 // methodLabel maps a request method to a fixed set, for metric labels and
 // logs: any other method (one may be megabytes long) is "other".
@@ -207,9 +206,9 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// instrument sets the node, request ID and nosniff headers, counts and
-// times the request under its route pattern (never the raw path, never a
-// method outside a fixed set) and logs it at debug.
+// instrument sets the node and nosniff headers, counts and times the
+// request under its route pattern (never the raw path, never a method
+// outside a fixed set) and names the route to the access log (Requests).
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -218,16 +217,10 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		if s.cfg.NodeID != "" {
 			hdr.Set("X-Pwmesh-Node", s.cfg.NodeID)
 		}
-		reqID := randomID("req_")
-		hdr.Set(requestIDHeader, reqID)
 		hdr.Set("X-Content-Type-Options", "nosniff")
+		noteRoute(r.Context(), route)
 		h.ServeHTTP(rec, r)
-		d := time.Since(start)
-		code := rec.code()
-		method := methodLabel(r.Method)
-		s.metrics.observe(route, method, code, d)
-		s.cfg.Logger.Debug("http request", "method", method, "route", route, "status", code,
-			"duration", d, "request_id", reqID)
+		s.metrics.observe(route, methodLabel(r.Method), rec.code(), time.Since(start))
 	})
 }
 

@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,14 +80,37 @@ func TestRequestLog(t *testing.T) {
 	e := newEnv(t, func(c *web.Config, _ *web.Deps) {
 		c.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
-	e.do("GET", "/jobs/job_nope", e.acme, nil)
+	r := e.do("GET", "/jobs/job_nope", e.acme, nil, "X-Request-Id", "trace-42")
+	wantError(t, r, http.StatusNotFound, "not_found")
+	if got := r.header.Get("X-Request-Id"); got != "trace-42" {
+		t.Fatalf("X-Request-Id %q, want the client's", got)
+	}
+	var body struct {
+		Error struct {
+			RequestID string `json:"request_id"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || body.Error.RequestID != "trace-42" {
+		t.Fatalf("error body %s: want request_id trace-42 (%v)", r.body, err)
+	}
 	logs := buf.String()
 	for _, want := range []string{
-		`"level":"DEBUG","msg":"http request","method":"GET","route":"GET /jobs/{id}","status":404,"duration":`,
+		`"level":"INFO","msg":"http request","method":"GET","path":"/jobs/job_nope","status":404,"duration":`,
+		`"route":"GET /jobs/{id}","tenant":"acme","key_id":`,
 		`"msg":"request refused"`, `"code":"not_found"`, `"err":`,
 	} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s:\n%s", want, logs)
 		}
+	}
+	// Every line of the request names it, and only once.
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if strings.Count(line, `"request_id":"trace-42"`) != 1 {
+			t.Errorf("line without the request's ID (or with it twice): %s", line)
+		}
+	}
+	// The key's secret is never logged.
+	if strings.Contains(logs, e.acme) {
+		t.Errorf("the log holds an API key:\n%s", logs)
 	}
 }

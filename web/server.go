@@ -28,7 +28,8 @@ type Config struct {
 	MaxUploadBytes int64
 	// Clock stamps commands and computes usage (default: UTC wall clock).
 	Clock interface{ Now() time.Time }
-	// Logger gets request logs at debug and server errors at error
+	// Logger gets one line per request (Requests), refused requests at
+	// debug and server errors at error, each naming the request's ID
 	// (default: discard).
 	Logger *slog.Logger
 	// Timeouts bound connections (zero fields: their defaults).
@@ -213,6 +214,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Lines logged while serving a request name its ID (Requests).
+	cfg.Logger = slog.New(ContextHandler(cfg.Logger.Handler()))
 	if deps.NewID == nil {
 		deps.NewID = randomID
 	}
@@ -222,7 +225,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
-	s.handler = s.routes()
+	s.handler = Requests(cfg.Logger, s.routes())
 	return s, nil
 }
 

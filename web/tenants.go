@@ -147,7 +147,7 @@ func (s *Server) patchTenant(w http.ResponseWriter, r *http.Request, c *caller) 
 	if !ok {
 		return nil, fmt.Errorf("web: set tenant %s: unexpected answer %T", name, v)
 	}
-	s.cfg.Logger.Info("audit: tenant changed", "tenant", name, "tier", got.Tier, "pool", got.Pool,
+	s.cfg.Logger.InfoContext(r.Context(), "audit: tenant changed", "tenant", name, "tier", got.Tier, "pool", got.Pool,
 		"pool_only", got.PoolOnly, "overrides", got.QuotaOverrides, "by", c.key.ID)
 	// A read through this node right after the answer sees the change.
 	s.await(r.Context(), func() bool {

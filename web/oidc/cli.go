@@ -236,11 +236,11 @@ func (h *Handler) CLIStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.log.Error("oidc: start a command-line sign-in", "err", err)
+		h.log.ErrorContext(r.Context(), "oidc: start a command-line sign-in", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", "the sign-in could not be started")
 		return
 	}
-	h.log.Debug("oidc: command-line sign-in started", "login", l.id)
+	h.log.DebugContext(r.Context(), "oidc: command-line sign-in started", "login", l.id)
 	writeJSON(w, http.StatusOK, cliStarted{URL: h.cfg.ExternalURL + CLILoginPath + "/" + l.id, Poll: poll, Code: l.code,
 		ExpiresIn: int(h.cfg.LoginTTL / time.Second)})
 }
@@ -273,7 +273,7 @@ func (h *Handler) CLIContinue(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	c, err := r.Cookie(confirmCookie)
 	if err != nil || !tokenEqual(r.PostFormValue("csrf"), c.Value) {
-		h.log.Debug("oidc: command-line confirmation without its token")
+		h.log.DebugContext(r.Context(), "oidc: command-line confirmation without its token")
 		h.page(w, r, http.StatusForbidden, pageData{Title: "Request refused",
 			Text: "This confirmation was not sent from this site's page, or the page is too old. Nothing was changed: open the link the command line printed again."})
 		return
@@ -298,7 +298,7 @@ func (h *Handler) cliDone(w http.ResponseWriter, r *http.Request, id string, who
 		h.unknownCLI(w, r)
 		return
 	}
-	h.log.Info("oidc: command line signed in", "subject", who.Subject, "tenant", who.Tenant, "admin", who.Admin)
+	h.log.InfoContext(r.Context(), "oidc: command line signed in", "subject", who.Subject, "tenant", who.Tenant, "admin", who.Admin)
 	h.page(w, r, http.StatusOK, pageData{Title: "Signed in",
 		Text: fmt.Sprintf("The command line is signed in as %s (tenant %s). You may close this tab.", who.Label(), who.Tenant)})
 }
@@ -357,17 +357,17 @@ func (h *Handler) CLIPoll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "no_tenant", "your account is not assigned to a tenant of this mesh; ask an operator")
 		return
 	case errors.Is(err, ErrRefused):
-		h.log.Info("oidc: the mesh refused a command-line key", "subject", who.Subject, "err", err)
+		h.log.InfoContext(r.Context(), "oidc: the mesh refused a command-line key", "subject", who.Subject, "err", err)
 		writeError(w, http.StatusForbidden, "sign_in_expired", "the sign-in no longer proves who you are (it expired); run pwmesh login again")
 		return
 	case err != nil:
 		h.cli.putBack(l)
-		h.log.Warn("oidc: mint a command-line key", "subject", who.Subject, "err", err)
+		h.log.WarnContext(r.Context(), "oidc: mint a command-line key", "subject", who.Subject, "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the key could not be made yet (no leader?); poll again")
 		return
 	}
-	h.log.Info("oidc: command-line key handed out", "subject", who.Subject, "tenant", who.Tenant, "key_id", k.ID)
+	h.log.InfoContext(r.Context(), "oidc: command-line key handed out", "subject", who.Subject, "tenant", who.Tenant, "key_id", k.ID)
 	writeJSON(w, http.StatusOK, CLIKey{Key: k.Secret, KeyID: k.ID, Tenant: who.Tenant, Admin: who.Admin, Name: who.Label(),
 		ExpiresAt: k.ExpiresAt.UTC()})
 }

@@ -28,7 +28,7 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) begin(w http.ResponseWriter, r *http.Request, next, cli string) {
 	p, err := h.discover(r.Context())
 	if err != nil {
-		h.log.Warn("oidc: sign-in while the provider cannot be reached", "err", err)
+		h.log.WarnContext(r.Context(), "oidc: sign-in while the provider cannot be reached", "err", err)
 		h.page(w, r, http.StatusServiceUnavailable, pageData{Title: "Sign-in is unavailable",
 			Text:  "The sign-in provider cannot be reached right now. Try again in a moment, or sign in with an API key.",
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
@@ -55,14 +55,14 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	st, err := h.takeState(w, r, q.Get("state"))
 	if err != nil {
-		h.log.Debug("oidc: callback refused", "err", err)
+		h.log.DebugContext(r.Context(), "oidc: callback refused", "err", err)
 		h.page(w, r, http.StatusBadRequest, pageData{Title: "Sign-in failed",
 			Text:  "This sign-in was not started from this browser, was already used, or took too long. Nothing was changed: start again.",
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
 		return
 	}
 	if e := q.Get("error"); e != "" {
-		h.log.Info("oidc: the provider refused the sign-in", "error", truncate(e, 64), "description", truncate(q.Get("error_description"), 256))
+		h.log.InfoContext(r.Context(), "oidc: the provider refused the sign-in", "error", truncate(e, 64), "description", truncate(q.Get("error_description"), 256))
 		h.page(w, r, http.StatusForbidden, pageData{Title: "Sign-in refused",
 			Text:  "The sign-in provider did not sign you in (" + truncate(e, 64) + "). Nothing was changed.",
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
@@ -70,7 +70,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	}
 	id, raw, err := h.verify(r.Context(), q.Get("code"), st)
 	if err != nil {
-		h.log.Warn("oidc: sign-in failed", "err", err)
+		h.log.WarnContext(r.Context(), "oidc: sign-in failed", "err", err)
 		h.page(w, r, http.StatusBadGateway, pageData{Title: "Sign-in failed",
 			Text:  "The answer of the sign-in provider could not be verified. Nothing was changed: start again.",
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
@@ -93,7 +93,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 		h.noTenant(w, r, id)
 		return
 	case errors.Is(err, ErrRefused):
-		h.log.Info("oidc: the mesh refused a session key", "subject", id.Subject, "err", err)
+		h.log.InfoContext(r.Context(), "oidc: the mesh refused a session key", "subject", id.Subject, "err", err)
 		h.page(w, r, http.StatusForbidden, pageData{Title: "Sign-in failed",
 			Text:  "The mesh did not accept this sign-in (it may have expired). Nothing was changed: start again.",
 			Links: []link{{"/ui/login", "Back to sign-in"}}})
@@ -102,7 +102,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("oidc: mint a session key for %s: %w", id.Label(), err))
 		return
 	}
-	h.log.Info("oidc: signed in", "subject", id.Subject, "tenant", id.Tenant, "admin", id.Admin, "key_id", k.ID)
+	h.log.InfoContext(r.Context(), "oidc: signed in", "subject", id.Subject, "tenant", id.Tenant, "admin", id.Admin, "key_id", k.ID)
 	if err := h.deps.StartSession(w, r, Session{Identity: id, Key: k}, safeNext(st.Next)); err != nil {
 		h.fail(w, r, fmt.Errorf("oidc: start a session for %s: %w", id.Label(), err))
 	}
@@ -204,7 +204,7 @@ func (h *Handler) knownTenant(id Identity) bool {
 // noTenant answers a user the mesh has no tenant for: that, and nothing
 // else.
 func (h *Handler) noTenant(w http.ResponseWriter, r *http.Request, id Identity) {
-	h.log.Info("oidc: sign-in refused: no tenant of this mesh", "subject", id.Subject, "claim", h.cfg.TenantClaim,
+	h.log.InfoContext(r.Context(), "oidc: sign-in refused: no tenant of this mesh", "subject", id.Subject, "claim", h.cfg.TenantClaim,
 		"tenant", truncate(id.Tenant, 64))
 	h.page(w, r, http.StatusForbidden, pageData{Title: "No tenant",
 		Text: "You signed in, but your account is not assigned to a tenant of this mesh; ask an operator."})
@@ -212,7 +212,7 @@ func (h *Handler) noTenant(w http.ResponseWriter, r *http.Request, id Identity) 
 
 // fail answers a failure of the node's own (the cause goes to the log).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	h.log.Error("oidc: sign-in", "err", err)
+	h.log.ErrorContext(r.Context(), "oidc: sign-in", "err", err)
 	h.page(w, r, http.StatusServiceUnavailable, pageData{Title: "Sign-in failed",
 		Text:  "Signing you in failed on this node (it may have no leader yet). Nothing was changed: try again in a moment.",
 		Links: []link{{"/ui/login", "Back to sign-in"}}})

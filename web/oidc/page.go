@@ -65,7 +65,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 func (h *Handler) page(w http.ResponseWriter, r *http.Request, status int, d pageData) {
 	var buf bytes.Buffer
 	if err := pageTemplate.Execute(&buf, d); err != nil {
-		h.log.Error("oidc: render a page", "err", err)
+		h.log.ErrorContext(r.Context(), "oidc: render a page", "err", err)
 		http.Error(w, d.Title, status)
 		return
 	}

@@ -66,7 +66,7 @@ func (u *UI) renderKeys(w http.ResponseWriter, r *http.Request, s *session, stat
 	default:
 		v = v.withFlash(flash(r))
 	}
-	u.render(w, status, "keys", v)
+	u.render(w, r, status, "keys", v)
 }
 
 // createKey makes a key (admin) and shows its secret once.
@@ -160,7 +160,7 @@ func (u *UI) renderTenants(w http.ResponseWriter, r *http.Request, s *session, s
 	} else {
 		v = v.withFlash(flash(r))
 	}
-	u.render(w, status, "tenants", v)
+	u.render(w, r, status, "tenants", v)
 }
 
 // patchTenant changes a tenant's tier, pool and quota overrides (an

@@ -64,7 +64,7 @@ func (u *UI) nodesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	for _, n := range list.Nodes {
 		d.GPUs += len(n.GPUs)
 	}
-	u.render(w, http.StatusOK, "nodes", newView(s, "Nodes", "nodes", d))
+	u.render(w, r, http.StatusOK, "nodes", newView(s, "Nodes", "nodes", d))
 }
 
 // usageView is GET /usage's answer.
@@ -147,7 +147,7 @@ func (u *UI) usagePage(w http.ResponseWriter, r *http.Request, s *session) {
 		u.apiFailure(w, r, s, err)
 		return
 	}
-	u.render(w, http.StatusOK, "usage", newView(s, "Usage", "usage", d))
+	u.render(w, r, http.StatusOK, "usage", newView(s, "Usage", "usage", d))
 }
 
 // maxInvoiceCSV bounds the invoice's CSV (a few lines; the bound is

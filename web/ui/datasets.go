@@ -42,7 +42,7 @@ func (u *UI) renderDatasets(w http.ResponseWriter, r *http.Request, s *session, 
 	} else {
 		v = v.withFlash(flash(r))
 	}
-	u.render(w, status, "datasets", v)
+	u.render(w, r, status, "datasets", v)
 }
 
 // uploadDataset takes the upload form without a script (multipart): the

@@ -56,7 +56,7 @@ func (u *UI) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
 			u.apiFailure(w, r, s, err)
 			return
 		}
-		u.render(w, e.Status, "jobs", v.withError(e.Message))
+		u.render(w, r, e.Status, "jobs", v.withError(e.Message))
 		return
 	}
 	d.Jobs = list.Jobs
@@ -70,7 +70,7 @@ func (u *UI) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		d.Next = "/ui/jobs?" + nq.Encode()
 	}
-	u.render(w, http.StatusOK, "jobs", v.withFlash(flash(r)))
+	u.render(w, r, http.StatusOK, "jobs", v.withFlash(flash(r)))
 }
 
 // kv is one row of a two-column table.
@@ -118,7 +118,7 @@ func (u *UI) jobPage(w http.ResponseWriter, r *http.Request, s *session) {
 	} else {
 		v = v.withFlash(flash(r))
 	}
-	u.render(w, http.StatusOK, "job", v)
+	u.render(w, r, http.StatusOK, "job", v)
 }
 
 // maxImage bounds the PNG read out of a RunBundle.
@@ -146,7 +146,7 @@ func (u *UI) jobImage(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	png, err := pngOf(body)
 	if err != nil {
-		u.log.Debug("ui: image of a RunBundle", "job_id", id, "err", err)
+		u.log.DebugContext(r.Context(), "ui: image of a RunBundle", "job_id", id, "err", err)
 		http.Error(w, "no image", http.StatusNotFound)
 		return
 	}

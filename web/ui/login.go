@@ -34,7 +34,7 @@ func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := loginData{Next: next, Expired: q.Get("expired") == "1", SignedOut: q.Get("signed_out") == "1", Providers: u.cfg.SignInProviders}
 	d.Token = u.loginToken(w, r)
-	u.render(w, http.StatusOK, "login", newView(nil, "Sign in", "", d))
+	u.render(w, r, http.StatusOK, "login", newView(nil, "Sign in", "", d))
 }
 
 // loginToken returns the browser's sign-in token, setting a new one when
@@ -57,7 +57,7 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	d := loginData{Next: next, Providers: u.cfg.SignInProviders}
 	fail := func(status int, msg string) {
 		d.Token = u.loginToken(w, r)
-		u.render(w, status, "login", newView(nil, "Sign in", "", d).withError(msg))
+		u.render(w, r, status, "login", newView(nil, "Sign in", "", d).withError(msg))
 	}
 	c, err := r.Cookie(loginCookie)
 	if err != nil || !tokenEqual(r.PostFormValue(csrfField), c.Value) {
@@ -76,7 +76,7 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusServiceUnavailable, "This node is starting or has no leader yet. Try again in a moment.")
 			return
 		}
-		u.log.Debug("ui: sign-in refused", "err", err)
+		u.log.DebugContext(r.Context(), "ui: sign-in refused", "err", err)
 		fail(http.StatusUnauthorized, "That API key is not valid: it is unknown, revoked or expired.")
 		return
 	}
@@ -95,7 +95,7 @@ func (u *UI) loginSubmit(w http.ResponseWriter, r *http.Request) {
 // logoutPage asks to confirm a sign-out (a link cannot sign anyone out:
 // sign-out is a form with the session's token).
 func (u *UI) logoutPage(w http.ResponseWriter, r *http.Request, s *session) {
-	u.render(w, http.StatusOK, "logout", newView(s, "Sign out", "", nil))
+	u.render(w, r, http.StatusOK, "logout", newView(s, "Sign out", "", nil))
 }
 
 // logout ends the session: the cookie is cleared, and a key minted for
@@ -114,7 +114,7 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Revoke && s.KeyID != "" {
 		if err := u.sendJSON(r, s, http.MethodDelete, "/keys/"+url.PathEscape(s.KeyID), nil, nil); err != nil {
-			u.log.Warn("ui: revoke the session's key at sign-out", "key_id", s.KeyID, "err", err)
+			u.log.WarnContext(r.Context(), "ui: revoke the session's key at sign-out", "key_id", s.KeyID, "err", err)
 		}
 	}
 	u.endSession(w, r)

@@ -104,17 +104,17 @@ func newView(s *session, title, nav string, data any) view {
 	return v
 }
 
-// render writes page name with status.
-func (u *UI) render(w http.ResponseWriter, status int, name string, v view) {
+// render writes page name with status in answer to r.
+func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, v view) {
 	t, ok := u.pages[name]
 	if !ok {
-		u.log.Error("ui: no such template", "page", name)
+		u.log.ErrorContext(r.Context(), "ui: no such template", "page", name)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
-		u.log.Error("ui: render", "page", name, "err", err)
+		u.log.ErrorContext(r.Context(), "ui: render", "page", name, "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
@@ -125,7 +125,7 @@ func (u *UI) render(w http.ResponseWriter, status int, name string, v view) {
 
 // errorPage renders a page that says what went wrong (s may be nil).
 func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, s *session, status int, title, msg string) {
-	u.render(w, status, "error", newView(s, title, "", struct{ Status int }{status}).withError(msg))
+	u.render(w, r, status, "error", newView(s, title, "", struct{ Status int }{status}).withError(msg))
 }
 
 func (v view) withError(msg string) view { v.Error = msg; return v }
@@ -146,7 +146,7 @@ func (u *UI) apiFailure(w http.ResponseWriter, r *http.Request, s *session, err 
 		return
 	}
 	if e.Status >= 500 && e.Code == "internal" {
-		u.log.Error("ui: API call failed", "path", r.URL.Path, "err", err)
+		u.log.ErrorContext(r.Context(), "ui: API call failed", "path", r.URL.Path, "err", err)
 	}
 	u.errorPage(w, r, s, e.Status, http.StatusText(e.Status), e.Message)
 }

@@ -206,7 +206,7 @@ func (u *UI) session(r *http.Request) (*session, sessionState) {
 	}
 	s, err := u.sealer.open(c.Value)
 	if err != nil {
-		u.log.Debug("ui: session cookie refused", "err", err)
+		u.log.DebugContext(r.Context(), "ui: session cookie refused", "err", err)
 		return nil, expiredSession
 	}
 	if !u.now().Before(time.Unix(s.Expires, 0)) {

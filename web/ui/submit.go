@@ -31,7 +31,7 @@ func (d *submitData) Value(name string) string { return d.Values.Get(name) }
 // that interrupted a submission comes back here with what was typed.
 func (u *UI) submitPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := u.submitForm(r, s, r.URL.Query())
-	u.render(w, http.StatusOK, "submit", newView(s, "Submit a job", "submit", d))
+	u.render(w, r, http.StatusOK, "submit", newView(s, "Submit a job", "submit", d))
 }
 
 // submitForm builds the form's data around values.
@@ -84,7 +84,7 @@ func (u *UI) submitJob(w http.ResponseWriter, r *http.Request, s *session) {
 	f := r.PostForm
 	again := func(status int, msg string) {
 		d := u.submitForm(r, s, f)
-		u.render(w, status, "submit", newView(s, "Submit a job", "submit", d).withError(msg))
+		u.render(w, r, status, "submit", newView(s, "Submit a job", "submit", d).withError(msg))
 	}
 	req, msg := buildJobRequest(u, f)
 	if msg != "" {

@@ -262,7 +262,7 @@ func (u *UI) toLogin(w http.ResponseWriter, r *http.Request, next string, expire
 
 // forbidden answers a state change without the anti-forgery token.
 func (u *UI) forbidden(w http.ResponseWriter, r *http.Request, s *session) {
-	u.log.Debug("ui: refused a state change without the anti-forgery token", "method", r.Method, "path", r.URL.Path)
+	u.log.DebugContext(r.Context(), "ui: refused a state change without the anti-forgery token", "method", r.Method, "path", r.URL.Path)
 	u.errorPage(w, r, s, http.StatusForbidden, "Request refused",
 		"This form was not sent from a page of this site, or the page is too old (its anti-forgery token does not match your session). Nothing was changed. Go back, reload the page and try again.")
 }
