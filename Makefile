@@ -22,46 +22,39 @@ all: build
 
 # bin/pwmesh (with cgo, for NVML), bin/pwmesh-static (CGO_ENABLED=0, what
 # runs inside containers) and, when a Docker engine answers, the workload
-# image built FROM scratch from the static binary.
+# and node images built FROM scratch from the static binary.
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pwmesh ./cmd/pwmesh
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS) -s -w" -o bin/pwmesh-static ./cmd/pwmesh
 	@$(MAKE) --no-print-directory workload-image node-image
 
-# Without Docker this says so and succeeds: nodes then run jobs as
-# processes (or build the image themselves once an engine is there). The
-# label lets a node see that the image matches its bin/pwmesh-static.
-workload-image:
+# The images FROM scratch with bin/pwmesh-static: the workload's (jobs
+# that name no image) and the node's (workers of --scaler docker). Without
+# Docker this says so and succeeds: nodes then run jobs as processes (or
+# build the images themselves once an engine is there). The label lets a
+# node see that an image matches its bin/pwmesh-static.
+# $(call scratch-image,KIND,IMAGE,WHAT WITHOUT DOCKER)
+define scratch-image
 	@if ! docker info >/dev/null 2>&1; then \
-	  echo "workload image: no Docker engine answers here; skipped (jobs will run as processes)"; \
+	  echo "$(1) image: no Docker engine answers here; skipped ($(3))"; \
 	else \
-	  rm -rf bin/workload-image && mkdir -p bin/workload-image && \
-	  cp bin/pwmesh-static bin/workload-image/pwmesh-static && \
-	  docker build -q -f build/workload/Dockerfile -t $(WORKLOAD_IMAGE) \
-	    --label pwmesh.image=workload \
+	  rm -rf bin/$(1)-image && mkdir -p bin/$(1)-image && \
+	  cp bin/pwmesh-static bin/$(1)-image/pwmesh-static && \
+	  docker build -q -f build/$(1)/Dockerfile -t $(2) \
+	    --label pwmesh.image=$(1) \
 	    --label pwmesh.workload.sha256=$$(sha256sum bin/pwmesh-static | cut -d' ' -f1) \
-	    bin/workload-image >/dev/null && \
-	  rm -rf bin/workload-image && \
-	  { docker image prune -f --filter label=pwmesh.image=workload >/dev/null || true; } && \
-	  echo "workload image: built $(WORKLOAD_IMAGE) FROM scratch from bin/pwmesh-static"; \
+	    bin/$(1)-image >/dev/null && \
+	  rm -rf bin/$(1)-image && \
+	  { docker image prune -f --filter label=pwmesh.image=$(1) >/dev/null || true; } && \
+	  echo "$(1) image: built $(2) FROM scratch from bin/pwmesh-static"; \
 	fi
+endef
 
-# The node image (FROM scratch, the static binary), labelled like the
-# workload image so a node sees that it matches bin/pwmesh-static.
+workload-image:
+	$(call scratch-image,workload,$(WORKLOAD_IMAGE),jobs will run as processes)
+
 node-image:
-	@if ! docker info >/dev/null 2>&1; then \
-	  echo "node image: no Docker engine answers here; skipped (--scaler docker needs it)"; \
-	else \
-	  rm -rf bin/node-image && mkdir -p bin/node-image && \
-	  cp bin/pwmesh-static bin/node-image/pwmesh-static && \
-	  docker build -q -f build/node/Dockerfile -t $(NODE_IMAGE) \
-	    --label pwmesh.image=node \
-	    --label pwmesh.workload.sha256=$$(sha256sum bin/pwmesh-static | cut -d' ' -f1) \
-	    bin/node-image >/dev/null && \
-	  rm -rf bin/node-image && \
-	  { docker image prune -f --filter label=pwmesh.image=node >/dev/null || true; } && \
-	  echo "node image: built $(NODE_IMAGE) FROM scratch from bin/pwmesh-static"; \
-	fi
+	$(call scratch-image,node,$(NODE_IMAGE),--scaler docker builds it on first use)
 
 # A one-node mesh with embedded defaults; Ctrl-C leaves cleanly.
 run: build

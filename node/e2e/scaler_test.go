@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pwmesh/pwmesh/node/scaler"
 )
 
 // The scaler's end-to-end tests: real `pwmesh agent` processes, and an exec
@@ -24,18 +26,7 @@ import (
 // stops real worker processes the way an operator's script would.
 
 // hookRequest is the JSON the leader gives the hook (CONTRACT.md §6).
-type hookRequest struct {
-	Add      int      `json:"add"`
-	Remove   []string `json:"remove"`
-	Desired  int      `json:"desired"`
-	Current  int      `json:"current"`
-	Join     []string `json:"join"`
-	Pool     string   `json:"pool"`
-	Reason   string   `json:"reason"`
-	GPUClass string   `json:"gpu_class"`
-	GPUs     int      `json:"gpus"`
-	Action   uint64   `json:"action"`
-}
+type hookRequest = scaler.Request
 
 // runScalerHook is the hook: scaler-hook STATE_DIR PWMESH KEY_FILE. It logs
 // every request to STATE_DIR/requests.jsonl, starts each added worker as a
