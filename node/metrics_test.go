@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwmesh/pwmesh/deploy/grafana"
 	"github.com/pwmesh/pwmesh/node/nodetest"
 	"github.com/pwmesh/pwmesh/scheduler"
 )
@@ -44,13 +45,17 @@ func seriesNames(body string) map[string]bool {
 	return names
 }
 
+// prometheusOwn are series Prometheus makes itself for every target.
+var prometheusOwn = map[string]bool{"up": true}
+
 // TestClusterMetrics: the leader exports the cluster-wide gauges (jobs
 // by state, queue depth by priority and GPU class, the oldest queued
 // job's wait, the objects short of copies), a follower does not, so a
 // sum() over nodes counts each once; the worker that ran a job counts its
 // outcome once; every node names its build and exports its Raft, gossip,
 // mirror and libp2p health. Then every metric deploy/prometheus/alerts.yml
-// names is one these nodes export.
+// and the Grafana dashboard (deploy/grafana) name is one these nodes
+// export.
 func TestClusterMetrics(t *testing.T) {
 	t.Parallel()
 	specs := append(nodetest.Voters(3), nodetest.Spec{GPUs: "fake:1xT4-16GB"})
@@ -152,12 +157,21 @@ func TestClusterMetrics(t *testing.T) {
 		t.Errorf("pwmesh_jobs_finished_total{outcome=succeeded} summed over nodes = %v, want 1", finished)
 	}
 
-	// Every metric the alert rules name is exported: the union over the
-	// leader, a follower and the GPU worker.
+	// Every metric the alert rules and the dashboard name is exported:
+	// the union over the leader, a follower and the GPU worker.
 	exported := map[string]bool{}
 	for _, n := range c.Running() {
 		for name := range seriesNames(scrape(t, n)) {
 			exported[name] = true
+		}
+	}
+	isExported := func(name string) bool {
+		base, histogram := grafana.HistogramBase(name)
+		return exported[name] || (histogram && exported[base]) || prometheusOwn[name]
+	}
+	check := func(what, name string) {
+		if !isExported(name) {
+			t.Errorf("%s uses %s, which no node exports", what, name)
 		}
 	}
 	rules, err := os.ReadFile("../deploy/prometheus/alerts.yml")
@@ -170,8 +184,18 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	slices.Sort(used)
 	for _, name := range slices.Compact(used) {
-		if !exported[name] {
-			t.Errorf("alerts.yml uses %s, which no node exports", name)
+		check("alerts.yml", name)
+	}
+	queries, err := grafana.Queries(grafana.Dashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queries) == 0 {
+		t.Fatal("the dashboard has no query")
+	}
+	for _, q := range queries {
+		for _, name := range grafana.MetricNames(q.Expr) {
+			check("the dashboard's "+q.Where, name)
 		}
 	}
 }
