@@ -243,6 +243,15 @@ func resultScenario(at time.Time) []step {
 		fixed(&scheduler.MeterCalls{At: at, Node: "n1", Incarnation: "i1", Seq: 1, Calls: map[string]int64{"acme": 3}}),
 		fixed(&scheduler.RegisterNode{At: at, Node: scheduler.Node{ID: "n2", Region: "eu", Slots: 1, Incarnation: "i2", PeerID: "p2"}}),
 		fixed(&scheduler.DrainNode{At: at, ID: "n2"}),
+		fixed(&scheduler.ScaleStatus{At: at, Status: scheduler.ScalerStatus{Mode: "exec", Max: 4, Desired: 1, Reason: "r"}}),
+		fixed(&scheduler.ScaleBegin{At: at, Action: scheduler.ScaleAction{Add: 1, Pool: "shared", GPUs: 1}, Grace: scheduler.Duration(time.Minute)}),
+		func(f *scheduler.FSM) scheduler.Command {
+			var id uint64
+			if p := f.Scaler().Pending; p != nil {
+				id = p.ID
+			}
+			return &scheduler.ScaleEnd{At: at, ID: id, OK: true}
+		},
 	}
 }
 
