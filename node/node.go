@@ -225,11 +225,11 @@ func New(cfg Config) (*Node, error) {
 	n.registerMetrics()
 	n.registerHealthMetrics()
 	n.claims = newClaimMetrics(n.registry)
+	n.gpuMetrics = newGPUMetrics(n.registry)
 	n.scaleMetrics = scaler.NewMetrics(n.registry)
 	if n.scaleProvider, err = n.newScaleProvider(); err != nil {
 		return nil, err
 	}
-	n.gpuMetrics = newGPUMetrics(n.registry)
 	ok = true
 	return n, nil
 }

@@ -78,9 +78,9 @@ type State interface {
 	// UsageTenants lists the tenants with a record or usage in the month
 	// of month, sorted.
 	UsageTenants(month time.Time) []string
-	// Watch returns a channel closed at the next change of the state.
 	// Scaler is the autoscaler's replicated state.
 	Scaler() scheduler.ScalerState
+	// Watch returns a channel closed at the next change of the state.
 	Watch() <-chan struct{}
 }
 
