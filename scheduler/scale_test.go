@@ -225,4 +225,3 @@ func TestScalerKindsOfWorkers(t *testing.T) {
 		t.Fatalf("the right worker was not counted: %+v", st.Launching)
 	}
 }
-

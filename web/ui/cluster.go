@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pwmesh/pwmesh/web/client"
 )
 
 // nodeView is a node as GET /nodes shows it.
@@ -18,6 +20,8 @@ type nodeView struct {
 	Role   string    `json:"role"`
 	State  string    `json:"state"`
 	GPUs   []gpuView `json:"gpus"`
+	// Managed: a scaler started it and may remove it.
+	Managed bool `json:"managed"`
 }
 
 type gpuView struct {
@@ -49,6 +53,8 @@ func (g gpuView) Utilization01() float64 {
 type nodesData struct {
 	Nodes []nodeView
 	GPUs  int
+	// Scaler is the autoscaler's state, for admins (nil for others).
+	Scaler *client.Scaler
 }
 
 // nodesPage shows the mesh's nodes and their GPUs.
@@ -63,6 +69,14 @@ func (u *UI) nodesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := &nodesData{Nodes: list.Nodes}
 	for _, n := range list.Nodes {
 		d.GPUs += len(n.GPUs)
+	}
+	if s.Admin {
+		var sc client.Scaler
+		if err := u.getJSON(r, s, "/scaler", &sc); err != nil {
+			u.apiFailure(w, r, s, err)
+			return
+		}
+		d.Scaler = &sc
 	}
 	u.render(w, r, http.StatusOK, "nodes", newView(s, "Nodes", "nodes", d))
 }

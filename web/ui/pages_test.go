@@ -182,9 +182,19 @@ func TestNodesUsageAndAdminPages(t *testing.T) {
 	}
 	wantStatus(t, b.get("/ui/tenants"), http.StatusForbidden)
 
+	if strings.Contains(p.body, "Scaler") {
+		t.Error("a tenant sees the scaler")
+	}
 	a := newBrowser(t, e.url)
 	a.mustSignIn(e.admin)
 	wantContains(t, a.get("/ui/jobs"), `href="/ui/keys"`, `href="/ui/tenants"`)
+	// Admins see the scaler on the nodes page: what the leader recorded.
+	wantContains(t, a.get("/ui/nodes"), "Scaler", "none")
+	act := e.apply(&scheduler.ScaleBegin{At: testNow, Status: scheduler.ScalerStatus{Mode: "exec", Max: 4, Desired: 1, Reason: "1 GPU job(s) wait <b>"},
+		Action: scheduler.ScaleAction{Add: 1, Pool: "shared", GPUs: 1}, Grace: scheduler.Duration(time.Hour)}).(scheduler.ScaleAction)
+	e.apply(&scheduler.ScaleEnd{At: testNow, ID: act.ID, Error: "hook: exit status 2: <script>"})
+	p = a.get("/ui/nodes")
+	wantContains(t, p, "exec", "1 desired", "0 to 4", "1 GPU job(s) wait &lt;b&gt;", "failed", "hook: exit status 2: &lt;script&gt;")
 	tok := a.csrf()
 	p = a.post("/ui/keys", url.Values{"csrf": {tok}, "tenant": {"initech"}, "tier": {"paid"}, "name": {"ci"}})
 	wantStatus(t, p, http.StatusCreated)
