@@ -18,8 +18,8 @@ var (
 		"Queued jobs by priority and GPU class (the requested GPU model, \"any\" for GPU jobs without one, \"none\" for CPU jobs); exported by the Raft leader only.",
 		[]string{"priority", "gpu_class"}, nil)
 	queueWaitDesc = prometheus.NewDesc("pwmesh_queue_wait_seconds",
-		"How long the oldest queued job of each priority has waited since it was submitted, in seconds (0 when none waits); exported by the Raft leader only.",
-		[]string{"priority"}, nil)
+		"How long the oldest queued job of each priority and GPU class has waited since it was submitted, in seconds (each priority has a gpu_class=\"none\" series, 0 when no CPU job waits); exported by the Raft leader only.",
+		[]string{"priority", "gpu_class"}, nil)
 )
 
 var priorities = []string{scheduler.PriorityFree, scheduler.PriorityPaid, scheduler.PrioritySprint}
@@ -58,15 +58,16 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]int{}
 	type class struct{ priority, gpu string }
 	depth := map[class]int{}
-	oldest := map[string]time.Time{}
+	oldest := map[class]time.Time{}
 	for _, j := range c.jobs() {
 		states[j.State]++
 		if j.State != scheduler.StateQueued {
 			continue
 		}
-		depth[class{j.Priority, gpuClass(j.Resources)}]++
-		if t, ok := oldest[j.Priority]; !ok || j.SubmittedAt.Before(t) {
-			oldest[j.Priority] = j.SubmittedAt
+		k := class{j.Priority, gpuClass(j.Resources)}
+		depth[k]++
+		if t, ok := oldest[k]; !ok || j.SubmittedAt.Before(t) {
+			oldest[k] = j.SubmittedAt
 		}
 	}
 	for _, st := range []string{scheduler.StateQueued, scheduler.StateRunning, scheduler.StateSucceeded,
@@ -82,13 +83,11 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, v := range depth {
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(v), k.priority, k.gpu)
-	}
-	for _, p := range priorities {
 		wait := 0.0
-		if t, ok := oldest[p]; ok && now.After(t) {
+		if t, ok := oldest[k]; ok && now.After(t) {
 			wait = now.Sub(t).Seconds()
 		}
-		ch <- prometheus.MustNewConstMetric(queueWaitDesc, prometheus.GaugeValue, wait, p)
+		ch <- prometheus.MustNewConstMetric(queueWaitDesc, prometheus.GaugeValue, wait, k.priority, k.gpu)
 	}
 }
 

@@ -90,8 +90,8 @@ func TestClusterMetrics(t *testing.T) {
 	for _, want := range []string{
 		`pwmesh_jobs{state="queued"} 1`,
 		`pwmesh_jobs{state="succeeded"} 1`,
-		`pwmesh_queue_wait_seconds{priority="` + waiting.Priority + `"}`,
-		`pwmesh_queue_wait_seconds{priority="sprint"}`,
+		`pwmesh_queue_wait_seconds{gpu_class="A100",priority="` + waiting.Priority + `"}`,
+		`pwmesh_queue_wait_seconds{gpu_class="none",priority="sprint"} 0`,
 		`pwmesh_queue_depth{gpu_class="none",priority="free"} 0`,
 		`pwmesh_build_info{commit=`,
 		`pwmesh_raft_leader 1`,
