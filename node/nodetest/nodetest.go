@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -360,7 +361,11 @@ func (c *Cluster) stop(n *Node) {
 			c.t.Logf("nodetest: node %s stopped: %v", n.ID(), err)
 		}
 	case <-time.After(30 * time.Second):
-		c.t.Errorf("nodetest: node %s did not stop within 30s", n.ID())
+		// What every goroutine is doing says which step of the node's
+		// shutdown hangs.
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		c.t.Errorf("nodetest: node %s did not stop within 30s; goroutines:\n%s", n.ID(), buf)
 	}
 }
 
