@@ -173,6 +173,17 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 				}
 				continue
 			}
+			// No leader for a moment (an election): a request that may be
+			// sent twice waits for the next one.
+			if (apiErr.Code == "no_leader" || apiErr.Code == "timeout") && resp.StatusCode == http.StatusServiceUnavailable &&
+				attempt < maxLeaderTries && r.body == nil && repeatable(r) {
+				select {
+				case <-ctx.Done():
+					return nil, apiErr
+				case <-time.After(leaderBackoff << (attempt - 1)):
+				}
+				continue
+			}
 			return nil, apiErr
 		}
 		return resp, nil
@@ -180,11 +191,25 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 }
 
 // A rate-limited request is sent again at most maxRateTries times in all,
-// each after the node's Retry-After when that is at most maxRateWait.
+// each after the node's Retry-After when that is at most maxRateWait. One
+// that met no leader is sent at most maxLeaderTries times, 250 ms, 0.5 s,
+// 1 s, 2 s apart (an election takes a second or two).
 const (
-	maxRateTries = 4
-	maxRateWait  = 10 * time.Second
+	maxRateTries   = 4
+	maxRateWait    = 10 * time.Second
+	maxLeaderTries = 5
+	leaderBackoff  = 250 * time.Millisecond
 )
+
+// repeatable reports whether sending r twice gives what sending it once
+// does: a read, or a write that carries an Idempotency-Key.
+func repeatable(r request) bool {
+	switch r.method {
+	case http.MethodGet, http.MethodHead:
+		return true
+	}
+	return r.header.Get("Idempotency-Key") != ""
+}
 
 // retryAfter reads a Retry-After header's seconds.
 func retryAfter(v string) (time.Duration, bool) {

@@ -617,3 +617,52 @@ func TestRateLimitedRequestIsSentAgain(t *testing.T) {
 		t.Fatalf("quota refusal: %v", err)
 	}
 }
+
+// TestNoLeaderIsWaitedOut: a 503 no_leader (an election) is sent again
+// after a short backoff when sending twice is safe: a read, or a
+// submission, which always carries an Idempotency-Key (made up when the
+// caller gave none, the same on every try); another write is not.
+func TestNoLeaderIsWaitedOut(t *testing.T) {
+	t.Parallel()
+	var submits, reads, keys atomic.Int32
+	var idem sync.Map
+	c := newServer(t, map[string]http.HandlerFunc{
+		"POST /jobs": func(w http.ResponseWriter, r *http.Request) {
+			n := submits.Add(1)
+			idem.Store(n, r.Header.Get("Idempotency-Key"))
+			if n < 3 {
+				writeError(w, http.StatusServiceUnavailable, "no_leader", "the cluster has no leader yet; retry shortly")
+				return
+			}
+			writeJSON(w, http.StatusAccepted, scheduler.Job{ID: "job_1", State: scheduler.StateQueued})
+		},
+		"GET /jobs/{id}": func(w http.ResponseWriter, r *http.Request) {
+			if reads.Add(1) < 2 {
+				writeError(w, http.StatusServiceUnavailable, "no_leader", "the cluster has no leader yet; retry shortly")
+				return
+			}
+			writeJSON(w, http.StatusOK, scheduler.Job{ID: "job_1", State: scheduler.StateQueued})
+		},
+		"POST /keys": func(w http.ResponseWriter, r *http.Request) {
+			keys.Add(1)
+			writeError(w, http.StatusServiceUnavailable, "no_leader", "the cluster has no leader yet; retry shortly")
+		},
+	})
+	j, err := c.SubmitJob(t.Context(), scheduler.JobRequest{Type: "generate_dataset"}, "")
+	if err != nil || j.ID != "job_1" || submits.Load() != 3 {
+		t.Fatalf("submit: %+v %v after %d tries", j, err, submits.Load())
+	}
+	k1, _ := idem.Load(int32(1))
+	k3, _ := idem.Load(int32(3))
+	if k1 == "" || k1 != k3 {
+		t.Fatalf("Idempotency-Key %q then %q, want one made-up key on every try", k1, k3)
+	}
+	if _, err := c.GetJob(t.Context(), "job_1"); err != nil || reads.Load() != 2 {
+		t.Fatalf("read: %v after %d tries", err, reads.Load())
+	}
+	_, err = c.CreateKey(t.Context(), "acme", "paid")
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Code != "no_leader" || keys.Load() != 1 {
+		t.Fatalf("a write without an idempotency key: %v after %d tries, want one try", err, keys.Load())
+	}
+}

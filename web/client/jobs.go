@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,14 +15,19 @@ import (
 	"github.com/pwmesh/pwmesh/scheduler"
 )
 
-// SubmitJob submits req (POST /jobs). A non-empty idempotencyKey is sent as
-// the Idempotency-Key header: resubmitting with the same key gives back the
-// job of the first submit instead of a second job.
+// SubmitJob submits req (POST /jobs). The idempotencyKey is sent as the
+// Idempotency-Key header: resubmitting with the same key gives back the
+// job of the first submit instead of a second job. An empty one is made
+// up, so that a submission that met a failover (503 no_leader) can be sent
+// again without risking a second job.
 func (c *Client) SubmitJob(ctx context.Context, req scheduler.JobRequest, idempotencyKey string) (scheduler.Job, error) {
-	r := request{method: http.MethodPost, path: "/jobs", json: req}
-	if idempotencyKey != "" {
-		r.header = http.Header{"Idempotency-Key": {idempotencyKey}}
+	if idempotencyKey == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		idempotencyKey = "client-" + hex.EncodeToString(b[:])
 	}
+	r := request{method: http.MethodPost, path: "/jobs", json: req,
+		header: http.Header{"Idempotency-Key": {idempotencyKey}}}
 	var j scheduler.Job
 	err := c.doJSON(ctx, r, &j)
 	return j, err
