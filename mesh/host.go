@@ -232,6 +232,8 @@ func New(cfg Config) (*Mesh, error) {
 		// gossipsub mesh, which is empty until the first heartbeat grafts.
 		// Announcements go to every known subscriber at once.
 		pubsub.WithFloodPublish(true),
+		// Its lines go to this node's logger (one JSON shape, node_id).
+		pubsub.WithLogger(m.log.With("logger", "libp2p.pubsub")),
 	)
 	if err != nil {
 		return fail(fmt.Errorf("mesh: pubsub: %w", err))

@@ -429,7 +429,7 @@ func (m *Mesh) memberlistConfig(secrets clusterSecrets) *memberlist.Config {
 	c.Events = eventDelegate{m}
 	c.Alive = aliveFilter{m.block}
 	c.LogOutput = nil
-	c.Logger = log.New(memberlistLog{m.log}, "", 0)
+	c.Logger = log.New(memberlistLog{m.log.With("logger", "memberlist")}, "", 0)
 	return c
 }
 
