@@ -26,7 +26,9 @@ func (a *app) scalerCmd() *cobra.Command {
 			}
 			tw := a.table()
 			fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
-			fmt.Fprintf(tw, "workers\t%d current, %d desired, %d starting (bounds %d..%d)\n", s.Current, s.Desired, s.Starting, s.Min, s.Max)
+			if s.Mode != "none" {
+				fmt.Fprintf(tw, "workers\t%d current, %d desired, %d starting (bounds %d..%d)\n", s.Current, s.Desired, s.Starting, s.Min, s.Max)
+			}
 			fmt.Fprintf(tw, "reason\t%s\n", orDash(s.Reason))
 			if s.Pending != nil {
 				fmt.Fprintf(tw, "under way\t%s\n", actionWords(*s.Pending))
