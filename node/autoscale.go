@@ -45,6 +45,9 @@ func (c *Config) validateScaler(bad func(string, ...any)) {
 	if c.Scaler != scheduler.ScalerNone && c.Voter == "never" {
 		bad("--scaler %s on a node with --voter never: only the leader scales, and such a node never leads; give the scaler flags to the voters", c.Scaler)
 	}
+	if c.ScalerManaged && c.Voter != "never" {
+		bad("--scaler-managed needs --voter never: a scaler removes the workers it started, and a Raft voter is not one to remove")
+	}
 }
 
 // scaleMode is the mode the status shows: none, exec or docker.
@@ -67,6 +70,9 @@ func (n *Node) newScaleProvider() (scaler.Provider, error) {
 		}
 		return e, nil
 	case scheduler.ScalerDocker:
+		if n.hasRealGPUs() {
+			return nil, fmt.Errorf("--scaler docker: this machine has NVIDIA GPUs, and the node image's static binary cannot use them (its workers simulate GPUs); start GPU workers with --scaler exec:CMD (docs/scaling.md)")
+		}
 		bin := n.cfg.Binary
 		if bin == "" {
 			bin, _ = os.Executable()
@@ -76,7 +82,7 @@ func (n *Node) newScaleProvider() (scaler.Provider, error) {
 			StaticBinary: filepath.Join(filepath.Dir(bin), docker.StaticBinaryName),
 			ClusterKey:   n.clusterKey,
 			Bind:         n.cfg.Bind,
-			FakeGPUs:     !n.hasRealGPUs(),
+			Region:       n.cfg.Region,
 			Args:         n.cfg.ScalerWorkerArgs,
 			Logger:       n.log,
 		})
@@ -89,8 +95,8 @@ func (n *Node) newScaleProvider() (scaler.Provider, error) {
 	}
 }
 
-// hasRealGPUs reports whether this machine's GPUs are NVIDIA's (the
-// docker scaler's workers then get the engine's GPUs, else fake ones).
+// hasRealGPUs reports whether this machine's GPUs are NVIDIA's, which the
+// docker scaler's workers could not use.
 func (n *Node) hasRealGPUs() bool {
 	if isFakeGPUs(n.gpus) {
 		return false
@@ -106,16 +112,25 @@ type dockerScaler struct {
 	newID func() string
 }
 
+// Scale starts all of r.Add or none (a failed start stops the ones this
+// call started, so that a retry cannot overshoot --scaler-max), then stops
+// r.Remove.
 func (d *dockerScaler) Scale(ctx context.Context, r scaler.Request) error {
 	if r.Add > 0 {
 		if err := d.w.EnsureImage(ctx); err != nil {
 			return err
 		}
 	}
+	var started []string
 	for range r.Add {
-		if err := d.w.Start(ctx, docker.WorkerSpec{NodeID: d.newID(), Join: r.Join, Pool: r.Pool, GPUClass: r.GPUClass, GPUs: r.GPUs}); err != nil {
+		id := d.newID()
+		if err := d.w.Start(ctx, docker.WorkerSpec{NodeID: id, Join: r.Join, Pool: r.Pool, GPUClass: r.GPUClass, GPUs: r.GPUs}); err != nil {
+			for _, s := range started {
+				_ = d.w.Stop(context.WithoutCancel(ctx), s, 10*time.Second)
+			}
 			return err
 		}
+		started = append(started, id)
 	}
 	for _, id := range r.Remove {
 		if err := d.w.Stop(ctx, id, 30*time.Second); err != nil {
@@ -125,15 +140,41 @@ func (d *dockerScaler) Scale(ctx context.Context, r scaler.Request) error {
 	return nil
 }
 
-// runScaler is the autoscaler's loop while this node leads.
+// scaleConfig is the planner's view of --scaler* and of what the
+// provider's workers can do: the docker scaler's run jobs as processes, in
+// this node's region, without job network; an exec hook's may have Docker
+// and network, and are told the region to join.
+func (n *Node) scaleConfig() scheduler.ScaleConfig {
+	c := scheduler.ScaleConfig{Mode: scaleMode(n.cfg.Scaler), Min: n.cfg.ScalerMin, Max: n.cfg.ScalerMax,
+		Idle: time.Duration(n.cfg.ScalerIdle), Cooldown: time.Duration(n.cfg.ScalerCooldown)}
+	switch c.Mode {
+	case scheduler.ScalerDocker:
+		c.Executors, c.Region = []string{"process"}, n.cfg.Region
+	case scheduler.ScalerExec:
+		c.Executors, c.JobNetwork = []string{"process", "docker"}, true
+	}
+	return c
+}
+
+// runScaler is the autoscaler's loop while this node leads. A leader with
+// no scaler says so in the status and ends an action a predecessor left.
 func (n *Node) runScaler(ctx context.Context) {
 	if n.scaleProvider == nil {
+		if err := scaler.Interrupt(ctx, n.fsm, n.raft, n.cfg.Clock, n.log); err != nil {
+			n.log.Warn("scaler", "err", err)
+		}
+		if st := n.fsm.Scaler().Status; st.Mode != "" && st.Mode != scheduler.ScalerNone {
+			_, err := n.raft.Apply(ctx, &scheduler.ScaleStatus{At: n.cfg.Clock.Now(), Status: scheduler.ScalerStatus{Mode: scheduler.ScalerNone,
+				Reason: "the leader runs no scaler (give every voter the same --scaler flags)"}})
+			if err != nil {
+				n.log.Warn("scaler: status", "err", err)
+			}
+		}
 		return
 	}
 	defer n.scaleMetrics.Reset()
 	l, err := scaler.New(scaler.Config{
-		Scale: scheduler.ScaleConfig{Mode: scaleMode(n.cfg.Scaler), Min: n.cfg.ScalerMin, Max: n.cfg.ScalerMax,
-			Idle: time.Duration(n.cfg.ScalerIdle), Cooldown: time.Duration(n.cfg.ScalerCooldown)},
+		Scale:    n.scaleConfig(),
 		Interval: n.cfg.ScalerInterval,
 		Timeout:  n.cfg.ScalerTimeout,
 		Join:     n.joinAddrs,

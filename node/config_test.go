@@ -81,6 +81,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		"scaler-idle":     func(c *Config) { c.ScalerIdle = 0 },
 		"scaler-cooldown": func(c *Config) { c.ScalerCooldown = Duration(-time.Second) },
 		"scaler-worker":   func(c *Config) { c.Scaler, c.ClusterKeyFile, c.Voter = "exec:/bin/true", "k", "never" },
+		"managed-voter":   func(c *Config) { c.ScalerManaged = true },
 	} {
 		c := Defaults()
 		c.Dev = true

@@ -214,7 +214,7 @@ var commands = map[CommandType]*spec{
 	// The autoscaler's decisions (scale.go): the leader's alone.
 	CmdScaleStatus: entry("scale_status", AuthLeader, func(s *state, _ uint64, c *ScaleStatus) (ScalerState, error) { return s.scaleStatus(c) }).always(),
 	CmdScaleBegin:  entry("scale_begin", AuthLeader, (*state).scaleBegin).affectsPlacement(),
-	CmdScaleEnd:    entry("scale_end", AuthLeader, func(s *state, _ uint64, c *ScaleEnd) (ScaleAction, error) { return s.scaleEnd(c) }),
+	CmdScaleEnd:    entry("scale_end", AuthLeader, func(s *state, _ uint64, c *ScaleEnd) (ScaleAction, error) { return s.scaleEnd(c) }).affectsPlacement(),
 	CmdSetClusterConfig: entry("set_cluster_config", AuthLeader, func(s *state, _ uint64, c *SetClusterConfig) (ClusterConfig, error) {
 		return s.setClusterConfig(c)
 	}),

@@ -40,11 +40,14 @@ type ScaleAction struct {
 	GPUClass string    `json:"gpu_class,omitempty"`
 	// GPUs is how many GPUs each added worker should have (the most any
 	// waiting job of its kind asks for).
-	GPUs    int    `json:"gpus,omitempty"`
-	Region  string `json:"region,omitempty"`
-	Desired int    `json:"desired"`
-	Current int    `json:"current"`
-	Reason  string `json:"reason,omitempty"`
+	GPUs   int    `json:"gpus,omitempty"`
+	Region string `json:"region,omitempty"`
+	// Drained are the workers to remove that this action drained (not
+	// drained before): a failed removal gives them jobs again.
+	Drained []string `json:"drained,omitempty"`
+	Desired int      `json:"desired"`
+	Current int      `json:"current"`
+	Reason  string   `json:"reason,omitempty"`
 	// The outcome, once ScaleEnd recorded it.
 	Done    bool      `json:"done"`
 	OK      bool      `json:"ok"`
@@ -168,8 +171,12 @@ func (s *state) scaleBegin(idx uint64, c *ScaleBegin) (ScaleAction, error) {
 			return ScaleAction{}, fmt.Errorf("scale: %w: %s runs a job", ErrConflict, id)
 		}
 	}
+	a.Drained = nil
 	for _, id := range a.Remove {
 		n := s.nodes[id]
+		if !n.Draining {
+			a.Drained = append(a.Drained, id)
+		}
 		n.Draining = true
 		n.UpdatedAt = c.At
 	}
@@ -201,8 +208,15 @@ func (s *state) scaleEnd(c *ScaleEnd) (ScaleAction, error) {
 			a.Error = "interrupted: the leader changed before the action finished"
 		}
 	default:
-		// Nothing it asked for is coming.
+		// Nothing it asked for is coming, and the workers it was to
+		// remove stay: they take jobs again.
 		s.scaler.Launching = slices.DeleteFunc(s.scaler.Launching, func(l Launch) bool { return l.Action == a.ID })
+		for _, id := range a.Drained {
+			if n, ok := s.nodes[id]; ok && n.State != NodeLeft {
+				n.Draining = false
+				n.UpdatedAt = c.At
+			}
+		}
 		s.scaler.Failures++
 		s.scaler.NextTry = c.At.Add(scaleBackoff(s.scaler.Failures))
 	}
@@ -263,12 +277,12 @@ func cloneScaler(s ScalerState) ScalerState {
 	c := s
 	if s.Pending != nil {
 		p := *s.Pending
-		p.Remove = slices.Clone(p.Remove)
+		p.Remove, p.Drained = slices.Clone(p.Remove), slices.Clone(p.Drained)
 		c.Pending = &p
 	}
 	c.Recent = slices.Clone(s.Recent)
 	for i := range c.Recent {
-		c.Recent[i].Remove = slices.Clone(c.Recent[i].Remove)
+		c.Recent[i].Remove, c.Recent[i].Drained = slices.Clone(c.Recent[i].Remove), slices.Clone(c.Recent[i].Drained)
 	}
 	c.Launching = slices.Clone(s.Launching)
 	return c
@@ -281,12 +295,20 @@ func (f *FSM) Scaler() ScalerState {
 	return cloneScaler(f.s.scaler)
 }
 
-// ScaleConfig is the leader's scaler settings (--scaler*).
+// ScaleConfig is the leader's scaler settings (--scaler*) and what the
+// workers its provider starts can do.
 type ScaleConfig struct {
 	Mode     string
 	Min, Max int
 	Idle     time.Duration
 	Cooldown time.Duration
+	// Executors are the new workers' executors (a job with an image needs
+	// "docker"); JobNetwork, whether they give jobs network; Region, their
+	// region ("": the region the waiting jobs ask for, which the provider
+	// is told).
+	Executors  []string
+	JobNetwork bool
+	Region     string
 }
 
 // ScaleInput is everything PlanScale reads.
@@ -294,9 +316,9 @@ type ScaleInput struct {
 	Now    time.Time
 	Config ScaleConfig
 	Place  PlaceInput
-	Plan   Plan
-	// LastActive is, by node, the latest of its start and the end of the
-	// last job it ran.
+	Plan   Plan // Place(Place)
+	// LastActive is, by managed node, the latest of its start and the end
+	// of the last job it ran.
 	LastActive map[string]time.Time
 	State      ScalerState
 }
@@ -309,12 +331,11 @@ type ScaleDecision struct {
 	Action           *ScaleAction
 }
 
-// ScaleInput gathers the planner's input from the current state.
+// ScaleInput gathers the planner's input from one view of the state.
 func (f *FSM) ScaleInput(now time.Time, cfg ScaleConfig) ScaleInput {
-	plan := f.currentPlan()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	in := ScaleInput{Now: now, Config: cfg, Place: f.placeInputLocked(), Plan: *plan, State: cloneScaler(f.s.scaler), LastActive: map[string]time.Time{}}
+	in := ScaleInput{Now: now, Config: cfg, Place: f.placeInputLocked(), State: cloneScaler(f.s.scaler), LastActive: map[string]time.Time{}}
 	for id, n := range f.s.nodes {
 		if n.Managed {
 			in.LastActive[id] = n.Since
@@ -328,30 +349,48 @@ func (f *FSM) ScaleInput(now time.Time, cfg ScaleConfig) ScaleInput {
 			in.LastActive[j.Node] = *j.FinishedAt
 		}
 	}
+	in.Plan = Place(in.Place)
 	return in
 }
 
 // scaleGroup is the waiting jobs of one kind of worker.
 type scaleGroup struct {
-	pool, class string
-	jobs, gpus  int
+	pool, class, region string
+	jobs, gpus          int
 }
 
-func (g scaleGroup) key() string { return g.pool + "\x00" + g.class }
+func (g scaleGroup) key() string { return g.pool + "\x00" + g.class + "\x00" + g.region }
+
+// serves reports whether node n, idle, could run g's jobs.
+func (g scaleGroup) serves(n *Node) bool {
+	if n.Draining || poolOf(n.Pool) != g.pool || (g.region != "" && n.Region != g.region) {
+		return false
+	}
+	k := 0
+	for _, x := range n.GPUs {
+		if x.Unhealthy == "" && (g.class == "" || strings.Contains(strings.ToLower(x.Model), strings.ToLower(g.class))) {
+			k++
+		}
+	}
+	return k >= g.gpus
+}
 
 // PlanScale is the autoscaler's pure decision: it reads only its input and
-// gives the same answer for the same input (docs/scaling.md). Managed
-// workers are wanted for the queued GPU jobs that no node can start now,
-// one each, within Min..Max, less those already starting; a managed worker
-// idle for Config.Idle is removed when no job waits for its pool. Two
+// gives the same answer for the same input (docs/scaling.md).
+//
+// Managed workers are wanted for the queued GPU jobs that no node can start
+// now and that a new worker could run, one each, by pool, GPU class and
+// region, within Min..Max, less those already starting. A managed worker
+// idle for Config.Idle is removed when no waiting job could run on it
+// (also at Max, to make room for a worker of the kind that is missing). Two
 // actions on one kind of worker are Cooldown apart, and a removal waits
-// Cooldown after any addition, so a steady queue never adds and removes in
-// turn.
+// Cooldown after any action, so a steady queue never adds and removes in
+// turn. A worker placement is about to give a job is busy, not idle.
 func PlanScale(in ScaleInput) ScaleDecision {
 	cfg, st, now := in.Config, in.State, in.Now
 	var managed []Node
 	for _, n := range in.Place.Nodes {
-		if n.Managed && n.State == NodeReady {
+		if n.Managed && !n.Voter && n.State == NodeReady {
 			managed = append(managed, n)
 		}
 	}
@@ -365,12 +404,20 @@ func PlanScale(in ScaleInput) ScaleDecision {
 	}
 	d := ScaleDecision{Current: current, Desired: min(max(current+starting, cfg.Min), max(cfg.Max, cfg.Min))}
 
-	// The GPU jobs no node can start now, by the kind of worker they need.
+	// The GPU jobs no node can start now that a new worker could run, by
+	// the kind of worker they need.
 	groups := map[string]*scaleGroup{}
-	waiting := 0
+	waiting, unservable := 0, 0
+	busy := map[string]bool{}
+	for _, j := range in.Place.Running {
+		if j.Lease != nil {
+			busy[j.Lease.Node] = true
+		}
+	}
 	assigned := map[string]bool{}
 	for _, a := range in.Plan.Assign {
 		assigned[a.JobID] = true
+		busy[a.Node] = true // about to run a job
 	}
 	for _, j := range in.Place.Queued {
 		if j.Resources.GPUs == 0 || assigned[j.ID] || in.Place.Blocked[j.ID] != "" {
@@ -379,11 +426,23 @@ func PlanScale(in ScaleInput) ScaleDecision {
 		if why := in.Plan.Reasons[j.ID]; strings.HasPrefix(why, "announced to matching nodes") || strings.HasPrefix(why, "preempting") {
 			continue // it starts on a node that has room
 		}
+		region := j.Region
+		if cfg.Region != "" {
+			if region != "" && region != cfg.Region {
+				unservable++
+				continue
+			}
+			region = cfg.Region
+		}
+		if (j.Image != "" && !slices.Contains(cfg.Executors, "docker")) || (j.Network == NetworkBridge && !cfg.JobNetwork) {
+			unservable++
+			continue
+		}
 		pool := PoolShared
 		if tp := in.Place.Pools[j.Tenant]; tp.Pool != "" {
 			pool = tp.Pool
 		}
-		g := &scaleGroup{pool: pool, class: j.Resources.GPUModel}
+		g := &scaleGroup{pool: pool, class: j.Resources.GPUModel, region: region}
 		if have, ok := groups[g.key()]; ok {
 			g = have
 		} else {
@@ -398,13 +457,20 @@ func PlanScale(in ScaleInput) ScaleDecision {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	var notes []string
+	if unservable > 0 {
+		notes = append(notes, fmt.Sprintf("%d GPU job(s) wait for what no worker this scaler starts has (a region, an image or network)", unservable))
+	}
+	say := func(s string) string {
+		return strings.Join(append([]string{s}, notes...), "; ")
+	}
 
 	if st.Pending != nil {
-		d.Reason = fmt.Sprintf("action %d (add %d, remove %d) is in progress", st.Pending.ID, st.Pending.Add, len(st.Pending.Remove))
+		d.Reason = say(fmt.Sprintf("action %d (add %d, remove %d) is in progress", st.Pending.ID, st.Pending.Add, len(st.Pending.Remove)))
 		return d
 	}
 	if now.Before(st.NextTry) {
-		d.Reason = fmt.Sprintf("waiting until %s to retry after %d failed action(s)", st.NextTry.Format(time.RFC3339), st.Failures)
+		d.Reason = say(fmt.Sprintf("waiting until %s to retry after %d failed action(s)", st.NextTry.Format(time.RFC3339), st.Failures))
 		return d
 	}
 	lastOf := func(match func(ScaleAction) bool) time.Time {
@@ -419,7 +485,7 @@ func PlanScale(in ScaleInput) ScaleDecision {
 
 	// Up: one action per evaluation, for the first kind that needs workers.
 	room := cfg.Max - current - starting
-	var held []string
+	full := false
 	for _, k := range keys {
 		g := groups[k]
 		need := g.jobs
@@ -432,67 +498,72 @@ func PlanScale(in ScaleInput) ScaleDecision {
 			continue
 		}
 		if room <= 0 {
-			d.Reason = fmt.Sprintf("%d GPU job(s) wait for capacity, but %d managed worker(s) run or start: at --scaler-max %d", waiting, current+starting, cfg.Max)
-			return d
+			full = true
+			continue
 		}
 		if t := lastOf(func(a ScaleAction) bool {
 			return a.Add > 0 && poolOf(a.Pool) == g.pool && strings.EqualFold(a.GPUClass, g.class)
 		}); cooling(t) {
-			held = append(held, fmt.Sprintf("pool %s class %q until %s", g.pool, g.class, t.Add(cfg.Cooldown).Format(time.RFC3339)))
+			notes = append(notes, fmt.Sprintf("cooling down: pool %s class %q until %s", g.pool, g.class, t.Add(cfg.Cooldown).Format(time.RFC3339)))
 			continue
 		}
 		add := min(need, room)
 		d.Desired = current + starting + add
-		d.Reason = fmt.Sprintf("%d GPU job(s) wait for capacity no node has (%d for pool %s%s): adding %d worker(s)", waiting, g.jobs, g.pool, classWords(g.class), add)
-		d.Action = &ScaleAction{Add: add, Pool: g.pool, GPUClass: g.class, GPUs: g.gpus, Desired: d.Desired, Current: current, Reason: d.Reason}
+		d.Reason = say(fmt.Sprintf("%d GPU job(s) wait for capacity no node has (%d for pool %s%s): adding %d worker(s)", waiting, g.jobs, g.pool, classWords(g.class), add))
+		d.Action = &ScaleAction{Add: add, Pool: g.pool, GPUClass: g.class, GPUs: g.gpus, Region: g.region, Desired: d.Desired, Current: current, Reason: d.Reason}
 		return d
 	}
-	if len(held) > 0 {
-		d.Reason = fmt.Sprintf("%d GPU job(s) wait; cooling down: %s", waiting, strings.Join(held, "; "))
-		return d
+	if full {
+		d.Desired = cfg.Max
+		notes = append([]string{fmt.Sprintf("%d GPU job(s) wait for capacity, but %d managed worker(s) run or start: at --scaler-max %d", waiting, current+starting, cfg.Max)}, notes...)
 	}
-	if current+starting < cfg.Min {
+	if !full && current+starting < cfg.Min {
 		add := cfg.Min - current - starting
-		d.Reason = fmt.Sprintf("%d managed worker(s) run or start, below --scaler-min %d: adding %d", current+starting, cfg.Min, add)
 		d.Desired = cfg.Min
-		d.Action = &ScaleAction{Add: add, Pool: PoolShared, GPUs: 1, Desired: d.Desired, Current: current, Reason: d.Reason}
+		d.Reason = say(fmt.Sprintf("%d managed worker(s) run or start, below --scaler-min %d: adding %d", current+starting, cfg.Min, add))
+		d.Action = &ScaleAction{Add: add, Pool: PoolShared, GPUs: 1, Region: cfg.Region, Desired: d.Desired, Current: current, Reason: d.Reason}
 		return d
 	}
 
-	// Down: managed workers idle long enough, none of whose pool's jobs wait.
-	waitsFor := map[string]bool{}
-	for _, g := range groups {
-		waitsFor[g.pool] = true
-	}
-	busy := map[string]bool{}
-	for _, j := range in.Place.Running {
-		if j.Lease != nil {
-			busy[j.Lease.Node] = true
-		}
-	}
-	// A worker a finished action removed is leaving: it is not chosen
-	// again for a while (a hook may return before its workers are gone).
+	// Down: managed workers idle long enough that no waiting job could
+	// run on; at Max they make room for the kind that is missing.
 	leaving := map[string]bool{}
 	for _, a := range st.Recent {
 		if a.OK && now.Before(a.EndedAt.Add(removeGrace)) {
 			for _, id := range a.Remove {
-				leaving[id] = true
+				leaving[id] = true // a hook may return before it is gone
 			}
 		}
 	}
 	var idle []Node
-	for _, n := range managed {
+	for i := range managed {
+		n := &managed[i]
 		t, ok := in.LastActive[n.ID]
-		if busy[n.ID] || leaving[n.ID] || waitsFor[poolOf(n.Pool)] || !ok || now.Before(t.Add(cfg.Idle)) {
+		if busy[n.ID] || leaving[n.ID] || !ok || now.Before(t.Add(cfg.Idle)) {
 			continue
 		}
-		idle = append(idle, n)
+		if slices.ContainsFunc(keys, func(k string) bool { return groups[k].serves(n) }) {
+			continue
+		}
+		idle = append(idle, *n)
+	}
+	quiet := func(s string) {
+		if len(notes) > 0 {
+			d.Reason = strings.Join(notes, "; ")
+			if s != "" {
+				d.Reason += "; " + s
+			}
+			return
+		}
+		d.Reason = s
 	}
 	if len(idle) == 0 {
-		if waiting > 0 {
-			d.Reason = fmt.Sprintf("%d GPU job(s) wait; %d worker(s) asked for are starting", waiting, starting)
+		if waiting == 0 && !full {
+			quiet(fmt.Sprintf("steady: %d managed worker(s), %d starting, no GPU job waits for capacity", current, starting))
+		} else if !full {
+			quiet(fmt.Sprintf("%d GPU job(s) wait; %d worker(s) asked for are starting", waiting, starting))
 		} else {
-			d.Reason = fmt.Sprintf("steady: %d managed worker(s), %d starting, no GPU job waits for capacity", current, starting)
+			quiet("")
 		}
 		return d
 	}
@@ -503,13 +574,16 @@ func PlanScale(in ScaleInput) ScaleDecision {
 		if lastRemove.After(t) {
 			t = lastRemove
 		}
-		d.Reason = fmt.Sprintf("%d managed worker(s) idle; cooling down until %s", len(idle), t.Add(cfg.Cooldown).Format(time.RFC3339))
+		quiet(fmt.Sprintf("%d managed worker(s) idle; cooling down until %s", len(idle), t.Add(cfg.Cooldown).Format(time.RFC3339)))
 		return d
 	}
 	slices.SortStableFunc(idle, func(a, b Node) int { return in.LastActive[a.ID].Compare(in.LastActive[b.ID]) })
 	k := min(len(idle), current+starting-cfg.Min)
+	if full {
+		k = len(idle) // the kind that is missing needs the room
+	}
 	if k <= 0 {
-		d.Reason = fmt.Sprintf("%d managed worker(s) idle, kept for --scaler-min %d", len(idle), cfg.Min)
+		quiet(fmt.Sprintf("%d managed worker(s) idle, kept for --scaler-min %d", len(idle), cfg.Min))
 		return d
 	}
 	remove := make([]string, 0, k)
@@ -517,7 +591,10 @@ func PlanScale(in ScaleInput) ScaleDecision {
 		remove = append(remove, n.ID)
 	}
 	d.Desired = current + starting - k
-	d.Reason = fmt.Sprintf("%d managed worker(s) idle for %s or more and no GPU job waits for them: removing %s", k, cfg.Idle, strings.Join(remove, ", "))
+	if full {
+		d.Desired = cfg.Max
+	}
+	quiet(fmt.Sprintf("%d managed worker(s) idle for %s or more that no waiting GPU job could run on: removing %s", k, cfg.Idle, strings.Join(remove, ", ")))
 	d.Action = &ScaleAction{Remove: remove, Desired: d.Desired, Current: current, Reason: d.Reason}
 	return d
 }

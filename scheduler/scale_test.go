@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -223,5 +224,61 @@ func TestScalerKindsOfWorkers(t *testing.T) {
 	h.must(managedCmd("w-acme", "i3", "acme", t0, a100s(2)...))
 	if st := h.f.Scaler(); len(st.Launching) != 0 {
 		t.Fatalf("the right worker was not counted: %+v", st.Launching)
+	}
+}
+
+// TestScalerOnlyForWhatAWorkerCanRun: jobs no new worker could run (another
+// region than the workers', an image without a Docker executor) ask for
+// none; at --scaler-max, idle workers of the wrong kind make room for the
+// kind that is missing; a worker placement is about to use is not idle; a
+// failed removal gives its workers jobs again.
+func TestScalerOnlyForWhatAWorkerCanRun(t *testing.T) {
+	t.Parallel()
+	h := scaleFixture(t)
+	docker := ScaleConfig{Mode: ScalerDocker, Max: 2, Idle: time.Minute, Cooldown: time.Minute, Executors: []string{"process"}, Region: "eu"}
+	us := submitCmd("j-us", "acme", PriorityPaid, "ds1", 1)
+	us.Job.Region = "us"
+	h.must(us)
+	img := submitCmd("j-img", "acme", PriorityPaid, "ds1", 1)
+	img.Job.Image = "registry.example/solver:1"
+	h.must(img)
+	if d := h.planScale(t0, docker); d.Action != nil || !strings.Contains(d.Reason, "2 GPU job(s) wait for what no worker") {
+		t.Fatalf("jobs no docker worker could run: %+v (%s)", d.Action, d.Reason)
+	}
+	// An exec hook is told the region, and its workers may run images.
+	exec := docker
+	exec.Mode, exec.Region, exec.Executors = ScalerExec, "", []string{"process", "docker"}
+	if d := h.planScale(t0, exec); d.Action == nil || d.Action.Add != 1 || !strings.Contains(d.Reason, "2 GPU job(s) wait for capacity") {
+		t.Fatalf("the exec hook: %+v (%s)", d.Action, d.Reason)
+	}
+	h.must(&CancelJob{At: t0, JobID: "j-us", Tenant: "acme"})
+	h.must(&CancelJob{At: t0, JobID: "j-img", Tenant: "acme"})
+
+	// Two idle A100 workers at max 2; an H100 job waits.
+	h.must(managedCmd("w1", "i1", "", t0, a100s(1)...))
+	h.must(managedCmd("w2", "i2", "", t0, a100s(1)...))
+	h100 := submitCmd("j-h100", "acme", PriorityPaid, "ds1", 1)
+	h100.Job.Resources.GPUModel = "H100"
+	h100.At = t0.Add(2 * time.Minute)
+	h.must(h100)
+	t1 := t0.Add(2 * time.Minute)
+	d := h.planScale(t1, docker)
+	if d.Action == nil || len(d.Action.Remove) != 2 || d.Desired != 2 {
+		t.Fatalf("at max with the wrong kind idle: %+v (%s)", d.Action, d.Reason)
+	}
+	// The removal fails: both take jobs again.
+	a := h.begin(t1, d)
+	h.must(&ScaleEnd{At: t1, ID: a.ID, Error: "docker: no such container"})
+	for _, id := range []string{"w1", "w2"} {
+		if n, _ := h.f.Node(id); n.Draining {
+			t.Fatalf("%s still drained after a failed removal", id)
+		}
+	}
+	// A job placement gives to w1 keeps w1 from being idle.
+	h.must(submitCmd("j-a100", "acme", PriorityPaid, "ds1", 1))
+	t2 := t1.Add(10 * time.Minute)
+	d = h.planScale(t2, docker)
+	if d.Action == nil || !slices.Equal(d.Action.Remove, []string{"w2"}) {
+		t.Fatalf("a worker about to run a job was chosen, or none: %+v (%s)", d.Action, d.Reason)
 	}
 }

@@ -23,9 +23,9 @@ func TestDockerScaler(t *testing.T) {
 	// An image of its own, so that the test neither rebuilds nor removes
 	// the node image `make build` made.
 	image := "pwmesh-e2e-node-" + hex.EncodeToString(rnd[:]) + ":test"
-	key := writeClusterKey(t)
-	a := startAgent(t, t.TempDir(), "--cluster-key", key, "--scaler", "docker", "--scaler-image", image,
-		"--scaler-max", "1", "--scaler-idle", "2s", "--scaler-cooldown", "1s")
+	keyPath := writeClusterKey(t)
+	a := startAgent(t, t.TempDir(), "--cluster-key", keyPath, "--scaler", "docker", "--scaler-image", image,
+		"--scaler-max", "1", "--scaler-idle", "10s", "--scaler-cooldown", "1s")
 	containers := func() []string {
 		out, err := exec.Command("docker", "ps", "-a", "--filter", "ancestor="+image, "--format", "{{.Names}} {{.State}}").CombinedOutput()
 		if err != nil {
@@ -73,7 +73,25 @@ func TestDockerScaler(t *testing.T) {
 	if c := containers(); len(c) != 2 || c[0] != "pwmesh-"+j.Node {
 		t.Fatalf("worker containers %v, want pwmesh-%s", c, j.Node)
 	}
-	// Idle for 2 s: drained, its container stopped and removed.
+	// The container is locked down: an unprivileged user, no capabilities,
+	// nothing of the host mounted, the key in a file, not in its command.
+	out, err := exec.Command("docker", "inspect", "--format",
+		"{{.Config.User}}|{{.HostConfig.CapDrop}}|{{.HostConfig.NetworkMode}}|{{len .Mounts}}|{{.HostConfig.SecurityOpt}}|{{.Config.Cmd}}|{{.Config.Env}}",
+		"pwmesh-"+j.Node).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker inspect: %v: %s", err, out)
+	}
+	parts := strings.Split(strings.TrimSpace(string(out)), "|")
+	if len(parts) != 7 || parts[0] != "65534:65534" || parts[1] != "[ALL]" || parts[2] != "host" || parts[3] != "0" ||
+		!strings.Contains(parts[4], "no-new-privileges") || !strings.Contains(parts[5], "--scaler-managed") ||
+		!strings.Contains(parts[5], "--cluster-key /data/cluster.key") || strings.Contains(parts[6], "PWMESH_") {
+		t.Fatalf("worker container: %q", parts)
+	}
+	key := strings.TrimSpace(readFile(t, keyPath))
+	if strings.Contains(string(out), key) {
+		t.Fatal("the cluster key shows in the container's configuration")
+	}
+	// Idle for 10 s: drained, its container stopped and removed.
 	waitUntil(t, 2*time.Minute, "the idle worker is removed", func() bool {
 		for _, n := range a.nodes(a.token) {
 			if n.ID == j.Node {

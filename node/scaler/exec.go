@@ -47,7 +47,7 @@ func (e *Exec) Scale(ctx context.Context, r Request) error {
 	cmd.Stdin = bytes.NewReader(append(in, '\n'))
 	var out tail
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Env = append(cmd.Environ(), e.Env...)
+	cmd.Env = append(hookEnviron(cmd.Environ()), e.Env...)
 	// Workers the command leaves running may hold its output open: once
 	// it exits 0, that is no failure.
 	cmd.WaitDelay = 5 * time.Second
@@ -63,6 +63,19 @@ func (e *Exec) Scale(ctx context.Context, r Request) error {
 		return fmt.Errorf("%s: %w: %s", e.Argv[0], err, msg)
 	}
 	return fmt.Errorf("%s: %w", e.Argv[0], err)
+}
+
+// hookEnviron is the node's environment without its PWMESH_* settings: a
+// worker the hook starts must not inherit the leader's data directory,
+// scaler, bootstrap token or addresses (the request says what it needs).
+func hookEnviron(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PWMESH_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // tail keeps the last maxHookOutput bytes written to it.

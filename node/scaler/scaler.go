@@ -33,8 +33,11 @@ type Request struct {
 	// GPUs how many each should have.
 	GPUClass string `json:"gpu_class"`
 	GPUs     int    `json:"gpus"`
-	// Action is the decision's ID (its Raft index): the same for every
-	// retry of one call, so a hook may make its work idempotent.
+	// Region is the region the added workers should join ("": any; the
+	// waiting jobs named none).
+	Region string `json:"region"`
+	// Action is the decision's ID (its Raft index). A failed action is not
+	// sent again as it was: the next try is a new decision, with a new ID.
 	Action uint64 `json:"action"`
 }
 
@@ -111,15 +114,8 @@ func New(cfg Config, state State, apply scheduler.Applier, prov Provider) (*Loop
 	return &Loop{cfg: cfg, state: state, apply: apply, prov: prov}, nil
 }
 
-// Run evaluates until ctx ends (leadership lost). An action a previous
-// leader left unfinished is marked interrupted first.
+// Run evaluates until ctx ends (leadership lost).
 func (l *Loop) Run(ctx context.Context) error {
-	if p := l.state.Scaler().Pending; p != nil {
-		l.cfg.Logger.Warn("scaler: an action of an earlier leader never finished; its workers count as starting until their grace ends", "action", p.ID, "add", p.Add, "remove", p.Remove)
-		if _, err := l.apply.Apply(ctx, &scheduler.ScaleEnd{At: l.cfg.Clock.Now(), ID: p.ID, Interrupted: true}); err != nil && ctx.Err() == nil {
-			l.cfg.Logger.Warn("scaler: mark the interrupted action", "err", err)
-		}
-	}
 	tick := time.NewTicker(l.cfg.Interval)
 	defer tick.Stop()
 	gap := time.NewTimer(0)
@@ -157,8 +153,13 @@ func (l *Loop) Run(ctx context.Context) error {
 }
 
 // Evaluate makes one decision and, when there is something to do, carries
-// it out.
+// it out. An action pending when it starts is not this loop's (its own end
+// within Evaluate): an earlier leader's, or one whose outcome could not be
+// recorded; it is marked interrupted, not carried out again.
 func (l *Loop) Evaluate(ctx context.Context) error {
+	if err := Interrupt(ctx, l.state, l.apply, l.cfg.Clock, l.cfg.Logger); err != nil {
+		return err
+	}
 	now := l.cfg.Clock.Now()
 	in := l.state.ScaleInput(now, l.cfg.Scale)
 	d := scheduler.PlanScale(in)
@@ -168,8 +169,15 @@ func (l *Loop) Evaluate(ctx context.Context) error {
 		Current: d.Current, Desired: d.Desired, Reason: d.Reason}
 	if d.Action == nil {
 		old := in.State.Status
+		at := old.At
 		old.At = time.Time{}
 		if old == status {
+			return nil
+		}
+		// The counts at once; a new reason alone at most once an
+		// interval (on a busy mesh its numbers change all the time).
+		old.Reason = status.Reason
+		if old == status && now.Sub(at) < l.cfg.Interval {
 			return nil
 		}
 		_, err := l.apply.Apply(ctx, &scheduler.ScaleStatus{At: now, Status: status})
@@ -193,7 +201,7 @@ func (l *Loop) Evaluate(ctx context.Context) error {
 		kind = "remove"
 	}
 	req := Request{Add: a.Add, Remove: a.Remove, Desired: a.Desired, Current: a.Current, Join: l.cfg.Join(),
-		Pool: a.Pool, Reason: a.Reason, GPUClass: a.GPUClass, GPUs: a.GPUs, Action: a.ID}
+		Pool: a.Pool, Reason: a.Reason, GPUClass: a.GPUClass, GPUs: a.GPUs, Region: a.Region, Action: a.ID}
 	if req.Remove == nil {
 		req.Remove = []string{}
 	}
@@ -227,6 +235,22 @@ func (l *Loop) Evaluate(ctx context.Context) error {
 	l.cfg.Metrics.action(kind, perr == nil)
 	if _, err := l.apply.Apply(ctx, end); err != nil {
 		return fmt.Errorf("scaler: record the outcome of action %d: %w", a.ID, err)
+	}
+	return nil
+}
+
+// Interrupt marks an action left pending as interrupted: its workers keep
+// counting as starting until their grace ends, and the drains it made stay
+// (the workers it was to remove are chosen again). A leader that runs no
+// scaler calls it too, so that no action stays pending forever.
+func Interrupt(ctx context.Context, state State, apply scheduler.Applier, clock scheduler.Clock, log *slog.Logger) error {
+	p := state.Scaler().Pending
+	if p == nil {
+		return nil
+	}
+	log.Warn("scaler: an action never finished (an earlier leader's, or its outcome was not recorded); its workers count as starting until their grace ends", "action", p.ID, "add", p.Add, "remove", p.Remove)
+	if _, err := apply.Apply(ctx, &scheduler.ScaleEnd{At: clock.Now(), ID: p.ID, Interrupted: true}); err != nil {
+		return fmt.Errorf("scaler: mark action %d interrupted: %w", p.ID, err)
 	}
 	return nil
 }

@@ -21,17 +21,23 @@ import (
 // recorder is a provider that records its requests and answers with err;
 // with hold set it waits for release first.
 type recorder struct {
-	mu      sync.Mutex
-	reqs    []scaler.Request
-	err     error
-	hold    chan struct{}
-	started chan struct{}
+	state      *scheduler.FSM
+	notPending bool // asked for an action not pending in state
+	mu         sync.Mutex
+	reqs       []scaler.Request
+	err        error
+	hold       chan struct{}
+	started    chan struct{}
 }
 
 func (r *recorder) Scale(ctx context.Context, req scaler.Request) error {
 	r.mu.Lock()
 	r.reqs = append(r.reqs, req)
 	r.mu.Unlock()
+	// The decision is in the replicated state before anything is done.
+	if p := r.state.Scaler().Pending; p == nil || p.ID != req.Action {
+		r.notPending = true
+	}
 	if r.hold != nil {
 		close(r.started)
 		<-r.hold
@@ -96,12 +102,15 @@ func newLoop(t *testing.T, r *scheduler.Raft, p scaler.Provider, c *clock, reg p
 func TestLoopRecordsAndActs(t *testing.T) {
 	t.Parallel()
 	r := mesh(t, 3)
-	p := &recorder{}
+	p := &recorder{state: r.FSM()}
 	reg := prometheus.NewRegistry()
 	c := &clock{now: t0}
 	l := newLoop(t, r, p, c, reg)
 	if err := l.Evaluate(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if p.notPending {
+		t.Fatal("the provider was asked before the decision was committed")
 	}
 	reqs := p.requests()
 	if len(reqs) != 1 {
@@ -177,7 +186,7 @@ func series(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestLoopFailureBacksOff(t *testing.T) {
 	t.Parallel()
 	r := mesh(t, 1)
-	p := &recorder{err: errors.New("no capacity in zone a")}
+	p := &recorder{state: r.FSM(), err: errors.New("no capacity in zone a")}
 	reg := prometheus.NewRegistry()
 	c := &clock{now: t0}
 	l := newLoop(t, r, p, c, reg)
@@ -218,7 +227,7 @@ func TestLoopFailureBacksOff(t *testing.T) {
 func TestLoopLeadershipLost(t *testing.T) {
 	t.Parallel()
 	r := mesh(t, 1)
-	p := &recorder{hold: make(chan struct{}), started: make(chan struct{})}
+	p := &recorder{state: r.FSM(), hold: make(chan struct{}), started: make(chan struct{})}
 	c := &clock{now: t0}
 	l := newLoop(t, r, p, c, prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -234,7 +243,7 @@ func TestLoopLeadershipLost(t *testing.T) {
 		t.Fatalf("the begun action is not pending: %+v", st)
 	}
 	// The next leader (here: a new loop) marks it interrupted first.
-	q := &recorder{}
+	q := &recorder{state: r.FSM()}
 	next := newLoop(t, r, q, c, prometheus.NewRegistry())
 	rctx, rcancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
@@ -258,7 +267,6 @@ func TestLoopLeadershipLost(t *testing.T) {
 // input; a failure's output becomes the error; a command that outlives its
 // bound is stopped.
 func TestExecHook(t *testing.T) {
-	t.Parallel()
 	for _, bad := range []string{"exec:", "exec:   ", "docker"} {
 		if _, err := scaler.ParseExec(bad); err == nil {
 			t.Errorf("ParseExec(%q) accepted", bad)
@@ -266,7 +274,7 @@ func TestExecHook(t *testing.T) {
 	}
 	dir := t.TempDir()
 	script := filepath.Join(dir, "hook")
-	body := "#!/bin/sh\ncat > \"$1\"\nif grep -q '\"add\":3' \"$1\"; then echo 'no capacity for 3' >&2; exit 3; fi\nif grep -q '\"add\":4' \"$1\"; then exec sleep 30; fi\n"
+	body := "#!/bin/sh\ncat > \"$1\"\nenv > \"$1.env\"\nif grep -q '\"add\":3' \"$1\"; then echo 'no capacity for 3' >&2; exit 3; fi\nif grep -q '\"add\":4' \"$1\"; then exec sleep 30; fi\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -276,8 +284,13 @@ func TestExecHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := scaler.Request{Add: 1, Remove: []string{"w1"}, Pool: "acme", GPUClass: "A100", GPUs: 2, Join: []string{"h:1"}, Action: 7}
+	t.Setenv("PWMESH_DATA_DIR", "/leaders/own")
+	t.Setenv("PWMESH_SCALER", "exec:"+script)
 	if err := e.Scale(context.Background(), req); err != nil {
 		t.Fatal(err)
+	}
+	if env, _ := os.ReadFile(got + ".env"); strings.Contains(string(env), "PWMESH_") || !strings.Contains(string(env), "PATH=") {
+		t.Fatalf("the hook's environment:\n%s", env)
 	}
 	var back scaler.Request
 	b, _ := os.ReadFile(got)

@@ -52,11 +52,9 @@ type WorkersConfig struct {
 	// ClusterKey is the mesh's key, given to every worker.
 	ClusterKey []byte
 	// Bind is the address the workers bind (they share the host's
-	// network): the leader's --bind.
-	Bind string
-	// FakeGPUs gives workers simulated GPUs of the class asked for (a
-	// machine without NVIDIA GPUs); otherwise they get the engine's GPUs.
-	FakeGPUs bool
+	// network): the leader's --bind. Region is their --region.
+	Bind   string
+	Region string
 	// Args are added to every worker's `pwmesh agent` command line.
 	Args   []string
 	Logger *slog.Logger
@@ -146,15 +144,15 @@ func (w *Workers) Start(ctx context.Context, s WorkerSpec) error {
 	if s.Pool != "" {
 		args = append(args, "--pool", s.Pool)
 	}
-	hc := hostConfig{NetworkMode: "host", SecurityOpt: []string{"no-new-privileges"}, CapDrop: []string{"ALL"},
-		LogConfig: logConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}}}
-	gpus := max(s.GPUs, 1)
-	if w.cfg.FakeGPUs {
-		args = append(args, "--gpus", "fake:"+fakeSpec(gpus, s.GPUClass))
-	} else {
-		args = append(args, "--gpus", "auto")
-		hc.DeviceRequests = []deviceRequest{{Driver: "nvidia", Count: gpus, Capabilities: [][]string{{"gpu"}}}}
+	if w.cfg.Region != "" {
+		args = append(args, "--region", w.cfg.Region)
 	}
+	hc := hostConfig{NetworkMode: "host", SecurityOpt: []string{"no-new-privileges"}, CapDrop: []string{"ALL"},
+		PidsLimit: 4096,
+		LogConfig: logConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}}}
+	// The node image's static binary cannot ask NVML for GPUs: its workers
+	// simulate the GPUs of the class asked for (docs/scaling.md).
+	args = append(args, "--gpus", "fake:"+fakeSpec(max(s.GPUs, 1), s.GPUClass))
 	args = append(args, w.cfg.Args...)
 	cfg := containerConfig{
 		Image:      w.cfg.Image,
@@ -237,13 +235,21 @@ func workerFiles(nodeID string, key []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// ErrNoWorker is a worker to stop that no container of this mesh on this
+// engine runs (another machine's engine started it, or it was removed by
+// hand).
+var ErrNoWorker = errors.New("docker scaler: no container of this mesh on this machine's engine runs the node")
+
 // Stop stops the worker running as nodeID (SIGTERM: it leaves the mesh
-// cleanly, within grace) and removes its container. A worker already gone
-// is no error.
+// cleanly, within grace) and removes its container. A node no container
+// here runs is ErrNoWorker.
 func (w *Workers) Stop(ctx context.Context, nodeID string, grace time.Duration) error {
 	cs, err := w.c.containerList(ctx, LabelMesh+"="+w.mesh, LabelWorker+"="+nodeID)
 	if err != nil {
 		return err
+	}
+	if len(cs) == 0 {
+		return fmt.Errorf("%w: %s", ErrNoWorker, nodeID)
 	}
 	for _, c := range cs {
 		q := url.Values{"t": {strconv.Itoa(int(grace.Seconds()))}}
