@@ -99,6 +99,9 @@ func startWorker(dir, bin, key, id string, r hookRequest) error {
 		"--cluster-key", key, "--gpus", fmt.Sprintf("fake:%dx%s-80GB", max(r.GPUs, 1), model), "--pool", r.Pool,
 		"--data-dir", wd, "--http", "127.0.0.1:0", "--gossip-port", "0", "--p2p-port", "0", "--bind", "127.0.0.1",
 		"--executor", "process", "--lease-ttl", "5s")
+	if r.Region != "" {
+		cmd.Args = append(cmd.Args, "--region", r.Region)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
