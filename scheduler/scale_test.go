@@ -121,6 +121,10 @@ func TestScalerUpAndDown(t *testing.T) {
 			t.Fatalf("%s not drained by the removal's begin", id)
 		}
 	}
+	// An operator cannot undrain a worker the scaler is stopping.
+	if _, err := h.apply(&DrainNode{At: t3, ID: "w1", Undo: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("undrain during a removal: %v", err)
+	}
 	h.must(&ScaleEnd{At: t3.Add(71 * time.Second), ID: a.ID, OK: true})
 	// A hook may return before its workers are gone: they are not chosen
 	// again while they leave.

@@ -583,6 +583,11 @@ func (s *state) drainNode(c *DrainNode) (Node, error) {
 	if !ok || n.State == NodeLeft {
 		return Node{}, fmt.Errorf("node %s: %w", c.ID, ErrNotFound)
 	}
+	if p := s.scaler.Pending; c.Undo && p != nil && slices.Contains(p.Remove, c.ID) {
+		// The scaler is stopping it: a job placed there now would be
+		// killed with it.
+		return Node{}, fmt.Errorf("node %s: %w: the scaler is removing it (action %d); undrain it once that action has ended", c.ID, ErrConflict, p.ID)
+	}
 	n.Draining = !c.Undo
 	n.UpdatedAt = c.At
 	return cloneNode(n), nil
