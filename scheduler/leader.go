@@ -232,8 +232,9 @@ func (l *Leader) Reconcile(ctx context.Context) error {
 // (PruneJobs), when there is any.
 func (l *Leader) Prune(ctx context.Context) error {
 	now := l.cfg.Clock.Now()
-	c := &PruneJobs{At: now, JobsBefore: now.Add(-l.cfg.JobRetention), IdempotencyBefore: now.Add(-l.cfg.IdempotencyRetention)}
-	if jobs, idem := l.fsm.PruneCandidates(c.JobsBefore, c.IdempotencyBefore); jobs+idem == 0 {
+	c := &PruneJobs{At: now, JobsBefore: now.Add(-l.cfg.JobRetention), IdempotencyBefore: now.Add(-l.cfg.IdempotencyRetention),
+		KeysBefore: now.Add(-ExpiredKeyRetention)}
+	if jobs, idem, keys := l.fsm.PruneCandidates(c.JobsBefore, c.IdempotencyBefore, c.KeysBefore); jobs+idem+keys == 0 {
 		return nil
 	}
 	v, err := l.apply.Apply(ctx, c)
@@ -244,7 +245,7 @@ func (l *Leader) Prune(ctx context.Context) error {
 		return err
 	}
 	if r, ok := v.(PruneResult); ok {
-		l.cfg.Logger.Info("scheduler: pruned finished jobs and idempotency records", "jobs", r.Jobs, "idempotency_records", r.Idempotency)
+		l.cfg.Logger.Info("scheduler: pruned finished jobs, idempotency records and expired keys", "jobs", r.Jobs, "idempotency_records", r.Idempotency, "keys", r.Keys)
 	}
 	return nil
 }

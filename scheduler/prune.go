@@ -20,9 +20,14 @@ import (
 //
 // An idempotency record is kept IdempotencyRetention after its submission
 // (a client retries within minutes), and goes with its job in any case.
+//
+// An API key past its expiry is kept ExpiredKeyRetention (listings show it
+// expired for a while), then removed: every web UI sign-in and `pwmesh
+// login` mints a key of its own, which would otherwise pile up.
 const (
 	JobRetention         = 93 * 24 * time.Hour
 	IdempotencyRetention = 24 * time.Hour
+	ExpiredKeyRetention  = 7 * 24 * time.Hour
 )
 
 // PruneJobs removes finished jobs that finished before JobsBefore and whose
@@ -33,6 +38,9 @@ type PruneJobs struct {
 	At                time.Time `json:"at"`
 	JobsBefore        time.Time `json:"jobs_before"`
 	IdempotencyBefore time.Time `json:"idempotency_before"`
+	// KeysBefore removes the API keys that expired before it (zero: none),
+	// never the last admin key.
+	KeysBefore time.Time `json:"keys_before,omitzero"`
 }
 
 func (PruneJobs) Type() CommandType { return CmdPruneJobs }
@@ -41,6 +49,7 @@ func (PruneJobs) Type() CommandType { return CmdPruneJobs }
 type PruneResult struct {
 	Jobs        int `json:"jobs"`
 	Idempotency int `json:"idempotency"`
+	Keys        int `json:"keys,omitempty"`
 }
 
 // prunable reports whether job j may go at a cutoff of before.
@@ -64,17 +73,58 @@ func (s *state) pruneJobs(c *PruneJobs) (PruneResult, error) {
 			res.Idempotency++
 		}
 	}
-	if res.Jobs == 0 && res.Idempotency == 0 {
+	for _, h := range s.expiredKeys(c.KeysBefore) {
+		delete(s.keyIDs, s.keys[h].ID)
+		delete(s.keys, h)
+		res.Keys++
+	}
+	if res.Jobs == 0 && res.Idempotency == 0 && res.Keys == 0 {
 		return PruneResult{}, fmt.Errorf("prune jobs: %w: nothing to prune", ErrConflict)
 	}
 	return res, nil
 }
 
+// expiredKeys lists the hashes of the keys that expired before before
+// (zero: none), sorted, keeping one admin key when every admin key is in
+// it (the oldest expiry goes first).
+func (s *state) expiredKeys(before time.Time) []string {
+	if before.IsZero() {
+		return nil
+	}
+	var out []string
+	admins, expiredAdmins := 0, 0
+	for h, k := range s.keys {
+		if k.Admin {
+			admins++
+		}
+		if k.ExpiresAt != nil && k.ExpiresAt.Before(before) {
+			out = append(out, h)
+			if k.Admin {
+				expiredAdmins++
+			}
+		}
+	}
+	slices.Sort(out)
+	if admins > 0 && admins == expiredAdmins {
+		// Keep the admin key that expired last (ties: the greatest hash).
+		keep := ""
+		for _, h := range out {
+			k := s.keys[h]
+			if k.Admin && (keep == "" || !k.ExpiresAt.Before(*s.keys[keep].ExpiresAt)) {
+				keep = h
+			}
+		}
+		out = slices.DeleteFunc(out, func(h string) bool { return h == keep })
+	}
+	return out
+}
+
 // PruneCandidates counts what a PruneJobs with these cutoffs would remove
 // now, so that the leader proposes one only when it would do something.
-func (f *FSM) PruneCandidates(jobsBefore, idemBefore time.Time) (jobs, idem int) {
+func (f *FSM) PruneCandidates(jobsBefore, idemBefore, keysBefore time.Time) (jobs, idem, keys int) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	keys = len(f.s.expiredKeys(keysBefore))
 	gone := map[string]bool{}
 	for id, j := range f.s.jobs {
 		if prunable(j, jobsBefore) {
@@ -87,7 +137,7 @@ func (f *FSM) PruneCandidates(jobsBefore, idemBefore time.Time) (jobs, idem int)
 			idem++
 		}
 	}
-	return jobs, idem
+	return jobs, idem, keys
 }
 
 // PrunedGPUTime is the GPU time of tenant's jobs pruned in month before

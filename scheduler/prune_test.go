@@ -44,7 +44,7 @@ func TestApplyPruneJobs(t *testing.T) {
 	cut := &PruneJobs{At: t0, JobsBefore: t0.Add(-JobRetention), IdempotencyBefore: t0.Add(-IdempotencyRetention)}
 	// Two old jobs without a kept bundle; the old job's key and the
 	// two-day-old one.
-	if jobs, idem := h.f.PruneCandidates(cut.JobsBefore, cut.IdempotencyBefore); jobs != 2 || idem != 2 {
+	if jobs, idem, _ := h.f.PruneCandidates(cut.JobsBefore, cut.IdempotencyBefore, time.Time{}); jobs != 2 || idem != 2 {
 		t.Fatalf("candidates: %d jobs, %d idempotency records; want 2 and 2", jobs, idem)
 	}
 	v := h.must(cut).(PruneResult)
@@ -86,6 +86,39 @@ func TestApplyPruneJobs(t *testing.T) {
 	}
 	if !bytes.Equal(snapshotBytes(t, f), snapshotBytes(t, h.f)) {
 		t.Fatal("snapshot after restore differs")
+	}
+}
+
+// TestPruneExpiredKeys: keys that expired more than the retention ago go
+// (a sign-in's key, a CLI login's), others stay, and the last admin key
+// stays even when expired; a zero cutoff removes none.
+func TestPruneExpiredKeys(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	for _, k := range []APIKey{
+		{ID: "k-admin-old", Hash: "h1", Prefix: "h1", Tenant: "admin", Tier: "paid", Admin: true, ExpiresAt: at(-30 * 24 * time.Hour)},
+		{ID: "k-admin-older", Hash: "h2", Prefix: "h2", Tenant: "admin", Tier: "paid", Admin: true, ExpiresAt: at(-60 * 24 * time.Hour)},
+		{ID: "k-oidc-old", Hash: "h3", Prefix: "h3", Tenant: "acme", Tier: "paid", Name: "oidc:ann@acme.example", ExpiresAt: at(-8 * 24 * time.Hour)},
+		{ID: "k-oidc-new", Hash: "h4", Prefix: "h4", Tenant: "acme", Tier: "paid", ExpiresAt: at(-time.Hour)},
+		{ID: "k-forever", Hash: "h5", Prefix: "h5", Tenant: "acme", Tier: "paid"},
+	} {
+		h.must(&CreateKey{At: t0.Add(-90 * 24 * time.Hour), Key: k})
+	}
+	before := t0.Add(-ExpiredKeyRetention)
+	if _, _, keys := h.f.PruneCandidates(t0, t0, before); keys != 2 {
+		t.Fatalf("%d key candidates, want 2", keys)
+	}
+	_, err := h.apply(&PruneJobs{At: t0, JobsBefore: t0.Add(-JobRetention), IdempotencyBefore: t0.Add(-IdempotencyRetention)})
+	wantErr(t, err, ErrConflict) // no key cutoff: nothing to prune
+	v := h.must(&PruneJobs{At: t0, JobsBefore: t0.Add(-JobRetention), IdempotencyBefore: t0.Add(-IdempotencyRetention), KeysBefore: before}).(PruneResult)
+	if v.Keys != 2 {
+		t.Fatalf("pruned %+v, want 2 keys", v)
+	}
+	for id, want := range map[string]bool{"k-admin-old": true, "k-admin-older": false, "k-oidc-old": false, "k-oidc-new": true, "k-forever": true} {
+		if _, ok := h.f.KeyByID(id); ok != want {
+			t.Errorf("key %s present = %v, want %v", id, ok, want)
+		}
 	}
 }
 
