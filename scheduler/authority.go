@@ -186,7 +186,7 @@ func allowRegister(s *state, c Command, p principal) error {
 	if old.State == NodeReady {
 		return forbidden("node %s is registered from another peer", n.ID)
 	}
-	for _, j := range s.jobs {
+	for _, j := range s.live {
 		if j.State == StateRunning && j.Lease != nil && j.Lease.Node == n.ID {
 			return forbidden("node %s, registered from another peer, still holds job %s", n.ID, j.ID)
 		}

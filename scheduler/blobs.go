@@ -182,6 +182,7 @@ func (s *state) expireBundles(c *ExpireBundles) (int, error) {
 			continue
 		}
 		j.BundleExpired = true
+		s.keep(j)
 		n++
 	}
 	if n == 0 {
@@ -471,8 +472,8 @@ func (s *state) storedObjects(tenant string) map[string]int64 {
 			sizes[d.Stored()] = d.StoredBytes()
 		}
 	}
-	for _, j := range s.jobs {
-		if j.Tenant == tenant && j.RunBundle != nil && !j.BundleExpired {
+	for _, j := range s.kept[tenant] {
+		if j.RunBundle != nil && !j.BundleExpired {
 			sizes[j.RunBundle.CID] = j.RunBundle.Size
 		}
 	}

@@ -243,8 +243,8 @@ func (f *FSM) placeInputLocked() PlaceInput {
 	for _, n := range f.s.nodes {
 		in.Nodes = append(in.Nodes, cloneNode(n))
 	}
-	for _, id := range f.s.sortedJobIDs() {
-		j := f.s.jobs[id]
+	for _, id := range slices.Sorted(maps.Keys(f.s.live)) {
+		j := f.s.live[id]
 		switch j.State {
 		case StateRunning:
 			in.Running = append(in.Running, cloneJob(j))
@@ -543,6 +543,10 @@ func (s *state) restoreRecord(t byte, b []byte) error {
 			return err
 		}
 		s.jobs[v.ID] = &v
+		if !Terminal(v.State) {
+			s.live[v.ID] = &v
+		}
+		s.keep(&v)
 	case recNode:
 		var v Node
 		if err := json.Unmarshal(b, &v); err != nil {

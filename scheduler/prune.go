@@ -65,6 +65,7 @@ func (s *state) pruneJobs(c *PruneJobs) (PruneResult, error) {
 			continue
 		}
 		delete(s.jobs, id)
+		delete(s.live, id) // a prunable job is finished, its bundle not kept
 		res.Jobs++
 	}
 	for k, e := range s.idem {

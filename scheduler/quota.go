@@ -247,7 +247,7 @@ func (s *state) poolOf(tenant string) (string, bool) {
 func (s *state) checkQuotasOnSubmit(j *Job, at time.Time) error {
 	if q, ok := s.quota(j.Tenant, QuotaQueued); ok {
 		n := 0
-		for _, o := range s.jobs {
+		for _, o := range s.live {
 			if o.Tenant == j.Tenant && o.State == StateQueued {
 				n++
 			}
@@ -282,7 +282,7 @@ func (s *state) gpuTimeLeft(tenant string, at time.Time) (time.Duration, bool) {
 	if u := s.usage[usageKey(tenant, at)]; u != nil {
 		left -= u.GPUTime
 	}
-	for _, j := range s.jobs {
+	for _, j := range s.live {
 		if j.Tenant != tenant || j.State != StateRunning || j.Lease == nil || len(j.Lease.GPUs) == 0 {
 			continue
 		}

@@ -231,7 +231,7 @@ func (s *state) scaleEnd(c *ScaleEnd) (ScaleAction, error) {
 
 // runsJobs reports whether a job runs (holds a lease) on node id.
 func (s *state) runsJobs(id string) bool {
-	for _, j := range s.jobs {
+	for _, j := range s.live {
 		if j.State == StateRunning && j.Lease != nil && j.Lease.Node == id {
 			return true
 		}

@@ -43,6 +43,14 @@ type state struct {
 	operatorTenant map[string]string
 	// scaler is the autoscaler's decisions (scale.go).
 	scaler ScalerState
+	// live indexes the jobs that are not finished (queued or running), so
+	// that the checks an apply makes read them, not every job kept for
+	// months. A finished job leaves it when it finishes; every scan of it
+	// still checks the state.
+	live map[string]*Job
+	// kept indexes, by tenant, the jobs whose RunBundle is kept (storage
+	// counts it).
+	kept map[string]map[string]*Job
 }
 
 func newState() *state {
@@ -52,6 +60,8 @@ func newState() *state {
 		keyIDs:     map[string]string{},
 		datasets:   map[string]*Dataset{},
 		jobs:       map[string]*Job{},
+		live:       map[string]*Job{},
+		kept:       map[string]map[string]*Job{},
 		nodes:      map[string]*Node{},
 		operators:  map[string]BundleRef{},
 		idem:       map[string]idemEntry{},
@@ -194,6 +204,7 @@ func (s *state) submitJob(idx uint64, c *SubmitJob) (Job, error) {
 	j.QueuePosition, j.Reason, j.CancelRequested = 0, "", false
 	j.Metrics, j.RunBundle, j.Outputs, j.Error = nil, nil, nil, nil
 	s.jobs[j.ID] = &j
+	s.live[j.ID] = &j
 	if c.IdempotencyKey != "" {
 		s.idem[j.Tenant+"\x00"+c.IdempotencyKey] = idemEntry{Job: j.ID, Hash: c.RequestHash, At: c.At}
 	}
@@ -268,7 +279,7 @@ func (s *state) checkGPUs(j *Job, n *Node, gpus []int) error {
 	if len(gpus) == 0 {
 		// A CPU job needs a free slot: count the node's running CPU jobs.
 		busy := 0
-		for _, o := range s.jobs {
+		for _, o := range s.live {
 			if o.State == StateRunning && o.Lease != nil && o.Lease.Node == n.ID && len(o.Lease.GPUs) == 0 {
 				busy++
 			}
@@ -281,7 +292,7 @@ func (s *state) checkGPUs(j *Job, n *Node, gpus []int) error {
 	// Map order is random: report the lowest conflicting job so that every
 	// replica returns the same answer.
 	var holder string
-	for _, o := range s.jobs {
+	for _, o := range s.live {
 		if o.State != StateRunning || o.Lease == nil || o.Lease.Node != n.ID || (holder != "" && o.ID >= holder) {
 			continue
 		}
@@ -366,9 +377,11 @@ func (s *state) completeJob(c *CompleteJob) (Job, error) {
 		reason = fmt.Sprintf("its time limit was cut to %s, what the %s quota left", time.Duration(j.Lease.Limit), j.Lease.LimitQuota)
 	}
 	j.State = st
+	delete(s.live, j.ID)
 	j.FinishedAt = &at
 	j.Metrics = c.Metrics
 	j.RunBundle = c.RunBundle
+	s.keep(j)
 	j.Error = c.Error
 	j.Reason = reason
 	if st == StateCancelled && j.Error == nil {
@@ -402,6 +415,7 @@ func (s *state) cancelJob(c *CancelJob) (Job, error) {
 	case StateQueued:
 		at := c.At
 		j.State = StateCancelled
+		delete(s.live, j.ID)
 		j.FinishedAt = &at
 		j.Reason = ""
 		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
@@ -427,10 +441,12 @@ func (s *state) requeueJob(c *RequeueJob) (Job, error) {
 	switch {
 	case j.CancelRequested:
 		j.State = StateCancelled
+		delete(s.live, j.ID)
 		j.FinishedAt = &at
 		j.Error = &JobError{Code: "cancelled", Message: "cancelled by request"}
 	case j.Attempts-j.Voluntary >= MaxAttempts:
 		j.State = StateFailed
+		delete(s.live, j.ID)
 		j.FinishedAt = &at
 		j.Error = &JobError{Code: "too_many_attempts", Message: fmt.Sprintf("lost %d runs without finishing; last: %s", j.Attempts-j.Voluntary, c.Reason)}
 	default:
@@ -513,6 +529,24 @@ func (s *state) setNodeState(c *SetNodeState) (Node, error) {
 	n.State = c.State
 	n.UpdatedAt = c.At
 	return cloneNode(n), nil
+}
+
+// keep indexes j in kept when its RunBundle counts toward its tenant's
+// storage, and drops it otherwise.
+func (s *state) keep(j *Job) {
+	if j.RunBundle != nil && !j.BundleExpired {
+		if s.kept[j.Tenant] == nil {
+			s.kept[j.Tenant] = map[string]*Job{}
+		}
+		s.kept[j.Tenant][j.ID] = j
+		return
+	}
+	if m := s.kept[j.Tenant]; m != nil {
+		delete(m, j.ID)
+		if len(m) == 0 {
+			delete(s.kept, j.Tenant)
+		}
+	}
 }
 
 func (s *state) sortedJobIDs() []string {

@@ -207,7 +207,7 @@ func (s *state) usageOf(tenant string, month, now time.Time) TenantUsage {
 		u.GPUTime, u.APICalls = l.GPUTime, l.APICalls
 	}
 	from, to := monthStart(month), monthStart(month).AddDate(0, 1, 0)
-	for _, j := range s.jobs {
+	for _, j := range s.live {
 		if j.Tenant != tenant || j.State != StateRunning || j.Lease == nil || j.StartedAt == nil || len(j.Lease.GPUs) == 0 {
 			continue
 		}
