@@ -30,8 +30,9 @@ type hookRequest = scaler.Request
 
 // runScalerHook is the hook: scaler-hook STATE_DIR PWMESH KEY_FILE. It logs
 // every request to STATE_DIR/requests.jsonl, starts each added worker as a
-// detached process (its PID in STATE_DIR/<id>/pid), holds while
-// STATE_DIR/hold exists (saying so in STATE_DIR/holding), and stops each
+// detached process (its PID in STATE_DIR/<id>/pid) after holding while
+// STATE_DIR/hold exists (saying so in STATE_DIR/holding: the test kills the
+// leader that ran it meanwhile, which the hook outlives), and stops each
 // removed worker with SIGTERM, waiting for it to leave.
 func runScalerHook(args []string) int {
 	if len(args) != 3 {
@@ -52,6 +53,14 @@ func runScalerHook(args []string) int {
 	}
 	_, _ = f.Write(append(line, '\n'))
 	_ = f.Close()
+	if _, err := os.Stat(filepath.Join(dir, "hold")); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "holding"), nil, 0o600)
+		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(dir, "hold")); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+		}
+	}
 	for range r.Add {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
@@ -59,14 +68,6 @@ func runScalerHook(args []string) int {
 		if err := startWorker(dir, bin, key, id, r); err != nil {
 			fmt.Fprintln(os.Stderr, "hook: start", id+":", err)
 			return 1
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "hold")); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "holding"), nil, 0o600)
-		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if _, err := os.Stat(filepath.Join(dir, "hold")); errors.Is(err, os.ErrNotExist) {
-				break
-			}
 		}
 	}
 	for _, id := range r.Remove {
@@ -98,7 +99,7 @@ func startWorker(dir, bin, key, id string, r hookRequest) error {
 	cmd := exec.Command(bin, "agent", "--voter", "never", "--scaler-managed", "--join", strings.Join(r.Join, ","),
 		"--cluster-key", key, "--gpus", fmt.Sprintf("fake:%dx%s-80GB", max(r.GPUs, 1), model), "--pool", r.Pool,
 		"--data-dir", wd, "--http", "127.0.0.1:0", "--gossip-port", "0", "--p2p-port", "0", "--bind", "127.0.0.1",
-		"--executor", "process", "--lease-ttl", "5s")
+		"--executor", "process", "--lease-ttl", "15s")
 	if r.Region != "" {
 		cmd.Args = append(cmd.Args, "--region", r.Region)
 	}
@@ -277,7 +278,7 @@ func TestScalerExecHookAcrossLeaderKill(t *testing.T) {
 		args := []string{"agent", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--bind", "127.0.0.1",
 			"--gossip-port", strconv.Itoa(gossip[i]), "--p2p-port", "0", "--join", strings.Join(join, ","),
 			"--bootstrap-expect", "3", "--cluster-key", key, "--bootstrap-token", token, "--gpus", "none",
-			"--executor", "process", "--lease-ttl", "5s",
+			"--executor", "process", "--lease-ttl", "15s",
 			"--scaler", fmt.Sprintf("exec:%s scaler-hook %s %s %s", self, state, pwmeshBin, key),
 			"--scaler-max", "2", "--scaler-idle", "3s", "--scaler-cooldown", "2s"}
 		voters = append(voters, launch(t, args))
