@@ -167,19 +167,19 @@ type apiError struct {
 	} `json:"error"`
 }
 
-// do sends a request with the given key and decodes a JSON answer into out
-// (when non-nil). It returns the status and the raw body.
-func (a *agent) do(method, path, key string, body io.Reader, contentType string, out any) (int, []byte) {
+// send sends one request with the given key ("" for none) and headers,
+// and returns the answer's status, headers and body.
+func (a *agent) send(method, path, key string, body io.Reader, hdr http.Header) (int, http.Header, []byte) {
 	a.t.Helper()
 	req, err := http.NewRequest(method, a.url+path, body)
 	if err != nil {
 		a.t.Fatal(err)
 	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -190,12 +190,24 @@ func (a *agent) do(method, path, key string, body io.Reader, contentType string,
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	if out != nil && resp.StatusCode < 300 {
+	return resp.StatusCode, resp.Header, b
+}
+
+// do sends a request with the given key and decodes a JSON answer into out
+// (when non-nil). It returns the status and the raw body.
+func (a *agent) do(method, path, key string, body io.Reader, contentType string, out any) (int, []byte) {
+	a.t.Helper()
+	hdr := http.Header{}
+	if contentType != "" {
+		hdr.Set("Content-Type", contentType)
+	}
+	status, _, b := a.send(method, path, key, body, hdr)
+	if out != nil && status < 300 {
 		if err := json.Unmarshal(b, out); err != nil {
 			a.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
 		}
 	}
-	return resp.StatusCode, b
+	return status, b
 }
 
 func (a *agent) postJSON(path, key string, v any, out any) (int, []byte) {

@@ -19,26 +19,12 @@ import (
 // returns the answer's status, X-Request-Id and body.
 func (a *agent) call(method, path, key, reqID string, body io.Reader) (int, string, []byte) {
 	a.t.Helper()
-	req, err := http.NewRequest(method, a.url+path, body)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
+	hdr := http.Header{}
 	if reqID != "" {
-		req.Header.Set("X-Request-Id", reqID)
+		hdr.Set("X-Request-Id", reqID)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("X-Request-Id"), b
+	status, h, b := a.send(method, path, key, body, hdr)
+	return status, h.Get("X-Request-Id"), b
 }
 
 // TestAgentLogsAreJSON runs a real agent at debug and checks its whole

@@ -55,6 +55,8 @@ func runScalerHook(args []string) int {
 	_ = f.Close()
 	if _, err := os.Stat(filepath.Join(dir, "hold")); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "holding"), nil, 0o600)
+		// This is the hook's own process: nothing tells it when the test
+		// removes the file, so it looks every 50 ms, for 2 minutes at most.
 		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			if _, err := os.Stat(filepath.Join(dir, "hold")); errors.Is(err, os.ErrNotExist) {
 				break
@@ -123,6 +125,9 @@ func stopWorker(dir, id string, wait time.Duration) error {
 		return err
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
+	// The worker is not this process's child (the hook that started it
+	// has exited): no wait to block on, so its /proc entry is looked at
+	// every 50 ms until the deadline.
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if !alive(pid) {
 			return os.Remove(filepath.Join(dir, id, "pid"))

@@ -45,13 +45,7 @@ func TestBacklog(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); f.s.up.run(runCtx) }()
 	defer func() { stop(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for f.s.MirrorQueue().Pending != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the upload did not finish: %+v", f.s.MirrorQueue())
-		}
-		time.Sleep(5 * time.Millisecond) // polling, bounded by the deadline
-	}
+	schedulertest.WaitFor(t, 30*time.Second, "the upload", func() bool { return f.s.MirrorQueue().Pending == 0 })
 	if q := f.s.MirrorQueue(); q.Failures != 0 {
 		t.Errorf("after the upload: %+v", q)
 	}
